@@ -1,0 +1,539 @@
+"""Case logic: what each input does to the ledger, one transaction per input.
+
+A case change, its events, its outbox rows and its Kela feed entry commit together; callers answer
+only after `CaseService` returns, so an acknowledged input is durable.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.municipal.envelope import envelope
+from broker.deadlines import compute_deadlines
+from broker.errors import Conflict, InvalidInput, NotFound
+from broker.ledger import CaseRow, Ledger, dumps, new_id, utcnow
+from broker.routing import ALAND_AREA, Classification
+from broker.settings import Settings
+from broker.state_machine import reply_target
+from broker.tables import cases, dead_letters, events, outbox, processed
+from broker.transport import (
+    REFERRALS_EXCHANGE,
+    REPLIES_EXCHANGE,
+    referral_routing_key,
+    update_routing_key,
+)
+from schemas.enums import CaseState, Kind, ReplyStatus
+from schemas.errors import SchemaError
+from schemas.models import Answer, Referral, Reply
+from schemas.rules import parse_reply
+
+__all__ = ["AcceptResult", "CaseService", "ReplyResult", "body_hash"]
+
+S = CaseState
+
+
+def body_hash(obj: Any) -> str:
+    """Hash of a body's meaning (key order and whitespace do not matter), for idempotency checks."""
+    canon = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    referral_id: str
+    state: str
+    area: str | None
+    created: bool
+    reason: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"referral_id": self.referral_id, "state": self.state, "area": self.area}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+@dataclass(frozen=True)
+class ReplyResult:
+    created: bool
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Observations:
+    """What the metrics layer learns from a committed change (filled in, then reported after commit)."""
+
+    delivered_latency_s: float | None = None
+    first_reply_latency_s: float | None = None
+    area: str | None = None
+
+
+class CaseService:
+    def __init__(self, ledger: Ledger, settings: Settings, classification: Classification,
+                 on_outbox: Callable[[], None] = lambda: None,
+                 on_observed: Callable[[str, Observations], None] = lambda _k, _o: None) -> None:
+        self.ledger = ledger
+        self.settings = settings
+        self.classification = classification
+        self._on_outbox = on_outbox
+        self._observed = on_observed
+        self._kela_push = settings.route_for("kela") is not None
+
+    # --- routing --------------------------------------------------------------------------------
+
+    def route_decision(self, area: str | None) -> tuple[str, str | None]:
+        """(state, reason): `routed` when the area has a configured route, else `unroutable`."""
+        if area is None:
+            return S.UNROUTABLE.value, "municipality of residence is not in the classification"
+        if self.settings.route_for(area) is None:
+            if area == ALAND_AREA:
+                return S.UNROUTABLE.value, "no route configured for area 91 (Åland)"
+            return S.UNROUTABLE.value, f"no route configured for area {area}"
+        return S.ROUTED.value, None
+
+    # --- intake from Kela -----------------------------------------------------------------------
+
+    async def accept_referral(self, sender: str, referral: Referral, sha: str, *,
+                              now: dt.datetime | None = None) -> AcceptResult:
+        area = self.classification.area_of(referral.client.municipality_code)
+        if area is None:
+            raise InvalidInput([{"loc": ["client", "municipality_code"],
+                                 "msg": "unknown municipality code (not in the Statistics Finland "
+                                        "classification)", "type": "unknown_municipality"}])
+        try:
+            async with self.ledger.transaction() as conn:
+                existing = await self.ledger.case_by_reference(conn, sender, referral.kela_reference)
+                if existing is not None:
+                    return await self._duplicate_referral(conn, existing, sha)
+                result = await self._insert_referral(conn, sender, referral, sha, area, now or utcnow())
+        except IntegrityError:
+            async with self.ledger.engine.connect() as conn:
+                existing = await self.ledger.case_by_reference(conn, sender, referral.kela_reference)
+                if existing is None:
+                    raise
+                return await self._duplicate_referral(conn, existing, sha)
+        self._on_outbox()
+        return result
+
+    async def _duplicate_referral(self, conn: AsyncConnection, case: CaseRow, sha: str) -> AcceptResult:
+        if case.body_sha256 != sha:
+            raise Conflict("kela_reference was already used for a different referral")
+        first = (await conn.execute(
+            sa.select(events.c.data).where(events.c.referral_id == case.referral_id,
+                                           events.c.type == "received").limit(1))).scalar_one()
+        result = json.loads(first)["result"]
+        return AcceptResult(case.referral_id, result["state"], result["area"], created=False,
+                            reason=result.get("reason"))
+
+    async def _insert_referral(self, conn: AsyncConnection, sender: str, referral: Referral,
+                               sha: str, area: str, now: dt.datetime) -> AcceptResult:
+        referral_id = new_id()
+        state, reason = self.route_decision(area)
+        stored = referral.model_copy(update={"referral_id": uuid.UUID(referral_id), "received_at": now})
+        due = {d.name: d.due_at for d in compute_deadlines(now, referral.kind.value,
+                                                           referral.urgency.value, self.settings.sla)}
+        await conn.execute(cases.insert().values(
+            referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,
+            body_sha256=sha, kind=referral.kind.value, urgency=referral.urgency.value, state=state,
+            area=area, municipality_code=referral.client.municipality_code, received_at=now,
+            state_changed_at=now, return_count=0, areas_tried=area,
+            unroutable_reason=reason, referral_json=stored.model_dump_json(),
+            ack_due_at=due.get("acknowledge"), assessment_due_at=due.get("assessment"),
+            decision_due_at=due.get("decision"),
+        ))
+        result = AcceptResult(referral_id, state, area, created=True, reason=reason)
+        await self.ledger.add_event(conn, referral_id=referral_id, type_="received", at=now,
+                                    actor=sender, data={"result": result.body(), "channel": "api"})
+        if state == S.ROUTED:
+            await self._route_to(conn, referral_id, referral.kind.value, area, now)
+        else:
+            await self._unroutable(conn, referral_id, referral.kela_reference, area, reason or "", now)
+        return result
+
+    async def _route_to(self, conn: AsyncConnection, referral_id: str, kind: str, area: str,
+                        now: dt.datetime) -> None:
+        event_id = await self.ledger.add_event(conn, referral_id=referral_id, type_="routed", at=now,
+                                               area=area)
+        # Thin message: the referral itself is read from the ledger at delivery, so personal data is
+        # not copied into the broker's queues and a retention purge reaches every copy.
+        env = envelope(event_id=event_id, type_="referral", referral_id=referral_id, area=area,
+                       occurred_at=now, data={})
+        await self.ledger.add_outbox(conn, event_id=event_id, referral_id=referral_id,
+                                     exchange=REFERRALS_EXCHANGE,
+                                     routing_key=referral_routing_key(area, kind),
+                                     envelope=env, at=now)
+
+    async def _unroutable(self, conn: AsyncConnection, referral_id: str, kela_reference: str,
+                          area: str | None, reason: str, now: dt.datetime) -> None:
+        event_id = await self.ledger.add_event(conn, referral_id=referral_id, type_="unroutable",
+                                               at=now, area=area, data={"reason": reason})
+        await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
+                               kela_reference=kela_reference, type_="unroutable", at=now,
+                               data={"area": area, "reason": reason})
+
+    async def update_kela(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
+                          kela_reference: str, type_: str, at: dt.datetime,
+                          data: Mapping[str, Any]) -> None:
+        """An entry in Kela's pull feed, and (when Kela has a webhook route) a push of the same."""
+        item = {"referral_id": referral_id, "kela_reference": kela_reference, "type": type_,
+                "at": at.isoformat(), **data}
+        await self.ledger.add_update(conn, event_id=event_id, referral_id=referral_id,
+                                     kela_reference=kela_reference, type_=type_, at=at, data=item)
+        if self._kela_push:
+            env = envelope(event_id=event_id, type_=type_, referral_id=referral_id,
+                           area=data.get("area"), occurred_at=at, data=item)
+            await self.ledger.add_outbox(conn, event_id=event_id, referral_id=referral_id,
+                                         exchange=REPLIES_EXCHANGE,
+                                         routing_key=update_routing_key(type_), envelope=env, at=at)
+
+    # --- replies from the intake ----------------------------------------------------------------
+
+    async def apply_reply(self, referral_id: str, data: Any, *, actor: str, area: str | None,
+                          now: dt.datetime | None = None) -> ReplyResult:
+        """Apply an intake's reply. 404 outside the caller's area; 422, then 409, as § 10 orders."""
+        sha = body_hash(data)
+        for attempt in (1, 2):
+            try:
+                result = await self._apply_reply_once(referral_id, data, sha, actor, area,
+                                                      now or utcnow())
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+                continue  # a concurrent duplicate won the unique constraint: re-read and compare
+            self._on_outbox()
+            return result
+        raise AssertionError("unreachable")
+
+    async def _apply_reply_once(self, referral_id: str, data: Any, sha: str, actor: str,
+                                area: str | None, now: dt.datetime) -> ReplyResult:
+        obs = Observations()
+        async with self.ledger.transaction() as conn:
+            case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
+            if case is None or (area is not None and case.area != area):
+                raise NotFound("no such referral")
+            try:
+                reply = parse_reply(data, Kind(case.kind))
+            except SchemaError as exc:
+                raise InvalidInput(exc.errors) from None
+            dedupe_key = f"reply:{reply.reply_id}"
+            previous = await self._previous(conn, referral_id, dedupe_key)
+            if previous is not None:
+                return self._replayed(previous, sha, "reply_id")
+            state = CaseState(case.state)
+            target = reply_target(state, reply.status)
+            if target is None:
+                raise Conflict(f"a {reply.status.value} reply does not fit a case in state {state.value}")
+            values: dict[str, Any] = {"state_changed_at": now}
+            if state is S.ROUTED:
+                await self.ledger.add_event(conn, referral_id=referral_id, type_="delivered", at=now,
+                                            area=case.area, data={"via": "reply"})
+                values["delivered_at"] = now
+                obs.delivered_latency_s = (now - case.received_at).total_seconds()
+            if case.first_reply_at is None:
+                values["first_reply_at"] = now
+                obs.first_reply_latency_s = (now - case.received_at).total_seconds()
+            values.update(self._milestones(case, reply.status, now))
+            reply_data = reply.model_dump(mode="json", exclude_none=True)
+            final_state, extra = target.value, {}
+            if target is S.RETURNED:
+                final_state, extra = await self._returned(conn, case, reply, now, values)
+            values["state"] = final_state
+            result = {"referral_id": referral_id, "reply_id": reply.reply_id, "state": final_state,
+                      "area": values.get("area", case.area)}
+            event_id = await self.ledger.add_event(
+                conn, referral_id=referral_id, type_="reply", at=now, area=case.area, actor=actor,
+                dedupe_key=dedupe_key, body_sha256=sha,
+                data={"reply": reply_data, "result": result})
+            if not await self.ledger.set_case(conn, case.pk, case.state, **values):
+                raise IntegrityError("case changed concurrently", None, Exception())
+            await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
+                                   kela_reference=case.kela_reference, type_="reply", at=now,
+                                   data={"area": case.area, "state": final_state, "reply": reply_data})
+            for kind, payload in extra.items():
+                await self.update_kela(conn, event_id=new_id(), referral_id=referral_id,
+                                       kela_reference=case.kela_reference, type_=kind, at=now,
+                                       data=payload)
+        obs.area = case.area
+        self._observed("reply", obs)
+        return ReplyResult(created=True, body=result)
+
+    @staticmethod
+    def _milestones(case: CaseRow, status: ReplyStatus, now: dt.datetime) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if case.acknowledged_at is None:
+            values["acknowledged_at"] = now  # any reply acknowledges the referral
+        if status in (ReplyStatus.ASSESSMENT_STARTED, ReplyStatus.DECISION_MADE,
+                      ReplyStatus.CLOSED) and case.assessment_started_at is None:
+            values["assessment_started_at"] = now
+        if status in (ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED) and case.decided_at is None:
+            values["decided_at"] = now
+        if status is ReplyStatus.CLOSED:
+            values["closed_at"] = now
+        return values
+
+    async def _returned(self, conn: AsyncConnection, case: CaseRow, reply: Reply, now: dt.datetime,
+                        values: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
+        """Re-route a returned case, or park it as unroutable: the ping-pong guard of issue 6."""
+        count = case.return_count + 1
+        values["return_count"] = count
+        tried = case.tried_areas
+        suggestion = reply.suggested_municipality_code
+        target = self.classification.area_of(suggestion) if suggestion else None
+        reason: str | None = None
+        guard = False
+        if suggestion is None:
+            reason = "returned without a suggested municipality"
+        elif target is None:
+            reason = "returned with a municipality code that is not in the classification"
+        elif target in tried:
+            reason, guard = f"returned towards area {target}, which already had the case", True
+        elif count > self.settings.routing.max_returns:
+            reason, guard = f"returned {count} times (limit {self.settings.routing.max_returns})", True
+        else:
+            state, reason = self.route_decision(target)
+        if reason is None and target is not None:
+            values["area"] = target
+            values["areas_tried"] = ",".join([*tried, target])
+            values["delivered_at"] = None
+            await self.ledger.add_event(conn, referral_id=case.referral_id, type_="rerouted", at=now,
+                                        area=target, data={"from_area": case.area, "to_area": target})
+            await self._route_to(conn, case.referral_id, case.kind, target, now)
+            return S.ROUTED.value, {"rerouted": {"area": target, "from_area": case.area,
+                                                 "to_area": target}}
+        values["unroutable_reason"] = reason
+        await self.ledger.add_event(conn, referral_id=case.referral_id, type_="unroutable", at=now,
+                                    area=case.area, data={"reason": reason})
+        out = {"unroutable": {"area": case.area, "reason": reason}}
+        if guard:
+            await self.ledger.add_event(conn, referral_id=case.referral_id, type_="escalation",
+                                        at=now, area=case.area,
+                                        data={"deadline": "routing", "reason": "ping_pong_guard"})
+            out["escalation"] = {"area": case.area, "deadline": "routing", "reason": "ping_pong_guard"}
+        return S.UNROUTABLE.value, out
+
+    @staticmethod
+    async def _previous(conn: AsyncConnection, referral_id: str, dedupe_key: str,
+                        ) -> Mapping[str, Any] | None:
+        row = (await conn.execute(sa.select(events.c.body_sha256, events.c.data).where(
+            events.c.referral_id == referral_id, events.c.dedupe_key == dedupe_key))).mappings().first()
+        return dict(row) if row else None
+
+    @staticmethod
+    def _replayed(previous: Mapping[str, Any], sha: str, key: str) -> ReplyResult:
+        if previous["body_sha256"] != sha:
+            raise Conflict(f"{key} was already used with a different body")
+        return ReplyResult(created=False, body=json.loads(previous["data"])["result"])
+
+    # --- Kela's answers to information requests --------------------------------------------------
+
+    async def apply_answer(self, referral_id: str, answer: Answer, sha: str, *, actor: str,
+                           now: dt.datetime | None = None) -> ReplyResult:
+        now = now or utcnow()
+        try:
+            result = await self._apply_answer_once(referral_id, answer, sha, actor, now)
+        except IntegrityError:
+            result = await self._apply_answer_once(referral_id, answer, sha, actor, now)
+        self._on_outbox()
+        return result
+
+    async def _apply_answer_once(self, referral_id: str, answer: Answer, sha: str, actor: str,
+                                 now: dt.datetime) -> ReplyResult:
+        async with self.ledger.transaction() as conn:
+            case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
+            if case is None:
+                raise NotFound("no such referral")
+            dedupe_key = f"answer:{answer.answer_id}"
+            previous = await self._previous(conn, referral_id, dedupe_key)
+            if previous is not None:
+                return self._replayed(previous, sha, "answer_id")
+            if case.state != S.INFO_REQUESTED:
+                raise Conflict(f"an answer fits only a case in state info_requested, not {case.state}")
+            result = {"referral_id": referral_id, "answer_id": answer.answer_id,
+                      "state": S.IN_PROGRESS.value, "area": case.area}
+            answer_data = answer.model_dump(mode="json")
+            event_id = await self.ledger.add_event(
+                conn, referral_id=referral_id, type_="answer", at=now, area=case.area, actor=actor,
+                dedupe_key=dedupe_key, body_sha256=sha, data={"answer": answer_data, "result": result})
+            if not await self.ledger.set_case(conn, case.pk, case.state, state=S.IN_PROGRESS.value,
+                                              state_changed_at=now):
+                raise IntegrityError("case changed concurrently", None, Exception())
+            env = envelope(event_id=event_id, type_="answer", referral_id=referral_id, area=case.area,
+                           occurred_at=now, data=answer_data)
+            assert case.area is not None
+            await self.ledger.add_outbox(conn, event_id=event_id, referral_id=referral_id,
+                                         exchange=REFERRALS_EXCHANGE,
+                                         routing_key=referral_routing_key(case.area, "answer"),
+                                         envelope=env, at=now)
+        return ReplyResult(created=True, body=result)
+
+    # --- operators ------------------------------------------------------------------------------
+
+    async def admin_route(self, referral_id: str, area: str, *, actor: str,
+                          now: dt.datetime | None = None) -> dict[str, Any]:
+        now = now or utcnow()
+        if area not in self.classification.areas:
+            raise InvalidInput([{"loc": ["area"], "msg": "unknown area code", "type": "unknown_area"}])
+        state, reason = self.route_decision(area)
+        if reason is not None:
+            raise InvalidInput([{"loc": ["area"], "msg": reason, "type": "no_route"}])
+        async with self.ledger.transaction() as conn:
+            case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
+            if case is None:
+                raise NotFound("no such referral")
+            if case.state not in (S.UNROUTABLE, S.RETURNED, S.FAILED):
+                raise Conflict(f"only unroutable, returned or failed cases can be re-routed by hand, "
+                               f"not {case.state}")
+            tried = case.tried_areas
+            await self.ledger.set_case(conn, case.pk, case.state, state=state, area=area,
+                                       state_changed_at=now, delivered_at=None, unroutable_reason=None,
+                                       areas_tried=",".join([*tried, area] if area not in tried
+                                                            else tried))
+            event_id = await self.ledger.add_event(
+                conn, referral_id=referral_id, type_="rerouted", at=now, area=area, actor=actor,
+                data={"from_area": case.area, "to_area": area, "by": "operator"})
+            await self._route_to(conn, referral_id, case.kind, area, now)
+            await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
+                                   kela_reference=case.kela_reference, type_="rerouted", at=now,
+                                   data={"area": area, "from_area": case.area, "to_area": area})
+        self._on_outbox()
+        return {"referral_id": referral_id, "state": state, "area": area}
+
+    # --- delivery outcomes (called by the workers) ----------------------------------------------
+
+    async def mark_delivered(self, *, consumer: str, event_id: str, referral_id: str, area: str,
+                             via: str, event_type: str = "referral",
+                             now: dt.datetime | None = None) -> bool:
+        """Record a delivery and the consumer's progress in one commit; False for a repeat."""
+        now = now or utcnow()
+        obs = Observations(area=area)
+        async with self.ledger.transaction() as conn:
+            if not await self.ledger.mark_processed(conn, consumer, event_id, now):
+                return False
+            await self.ledger.outbox_done(conn, event_id, now)
+            case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
+            if case is None or case.area != area:
+                return True  # re-routed meanwhile: this delivery is history, not the current one
+            if event_type == "referral" and case.state == S.ROUTED:
+                await self.ledger.set_case(conn, case.pk, case.state, state=S.DELIVERED.value,
+                                           delivered_at=now, state_changed_at=now)
+                obs.delivered_latency_s = (now - case.received_at).total_seconds()
+            await self.ledger.add_event(conn, referral_id=referral_id,
+                                        type_="delivered" if event_type == "referral"
+                                        else f"{event_type}_delivered",
+                                        at=now, area=area, data={"via": via, "event_id": event_id})
+        self._observed("delivered", obs)
+        return True
+
+    async def mark_update_pushed(self, *, consumer: str, event_id: str) -> bool:
+        now = utcnow()
+        async with self.ledger.transaction() as conn:
+            if not await self.ledger.mark_processed(conn, consumer, event_id, now):
+                return False
+            await self.ledger.outbox_done(conn, event_id, now)
+        return True
+
+    async def record_fetch(self, referral_ids: list[str], *, area: str, actor: str) -> None:
+        if not referral_ids:
+            return
+        now = utcnow()
+        async with self.ledger.transaction() as conn:
+            for rid in referral_ids:
+                await self.ledger.add_event(conn, referral_id=rid, type_="fetched", at=now, area=area,
+                                            actor=actor)
+
+    async def delivery_failed(self, *, consumer: str, event_id: str, referral_id: str | None,
+                              area: str | None, queue: str, exchange: str, routing_key: str,
+                              body: str, reason: str, attempts: int,
+                              now: dt.datetime | None = None) -> bool:
+        """Give up on a delivery: the case fails, the message is kept as a dead letter, Kela hears."""
+        now = now or utcnow()
+        async with self.ledger.transaction() as conn:
+            if not await self.ledger.mark_processed(conn, consumer, event_id, now):
+                return False
+            open_dl = (await conn.execute(sa.select(dead_letters.c.id).where(
+                dead_letters.c.event_id == event_id, dead_letters.c.replayed_at.is_(None)))).first()
+            if open_dl is None:
+                await conn.execute(dead_letters.insert().values(
+                    event_id=event_id, referral_id=referral_id, area=area, queue=queue,
+                    exchange=exchange, routing_key=routing_key, reason=reason[:200],
+                    attempts=attempts, body=body, created_at=now))
+            await self.ledger.outbox_done(conn, event_id, now)
+            case = (await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
+                    if referral_id else None)
+            if case is not None and case.area == area:
+                if routing_key.startswith("referral.") and case.state == S.ROUTED:
+                    await self.ledger.set_case(conn, case.pk, case.state, state=S.FAILED.value,
+                                               state_changed_at=now)
+                ev = await self.ledger.add_event(conn, referral_id=case.referral_id,
+                                                 type_="delivery_failed", at=now, area=area,
+                                                 data={"reason": reason[:200], "attempts": attempts})
+                if not routing_key.startswith("update."):
+                    await self.update_kela(conn, event_id=ev, referral_id=case.referral_id,
+                                           kela_reference=case.kela_reference,
+                                           type_="delivery_failed", at=now,
+                                           data={"area": area, "reason": reason[:200]})
+        return True
+
+    async def replay_dead_letter(self, dead_letter_id: int, *, actor: str) -> dict[str, Any]:
+        now = utcnow()
+        async with self.ledger.transaction() as conn:
+            dl = (await conn.execute(sa.select(dead_letters).where(
+                dead_letters.c.id == dead_letter_id))).mappings().first()
+            if dl is None:
+                raise NotFound("no such dead letter")
+            if dl["replayed_at"] is not None:
+                raise Conflict("this dead letter was already replayed")
+            await conn.execute(sa.update(dead_letters).where(dead_letters.c.id == dead_letter_id)
+                               .values(replayed_at=now))
+            await conn.execute(sa.delete(processed).where(processed.c.event_id == dl["event_id"]))
+            # Same event id on the replayed delivery: receivers that did get it drop the repeat.
+            await conn.execute(sa.update(outbox).where(outbox.c.event_id == dl["event_id"]).values(
+                status="pending", created_at=now, published_at=None, done_at=None))
+            if (await conn.execute(sa.select(outbox.c.id).where(
+                    outbox.c.event_id == dl["event_id"]))).first() is None:
+                await conn.execute(outbox.insert().values(
+                    event_id=dl["event_id"], referral_id=dl["referral_id"], exchange=dl["exchange"],
+                    routing_key=dl["routing_key"], body=dl["body"], status="pending",
+                    created_at=now, publish_attempts=0))
+            state = None
+            if dl["referral_id"]:
+                case = await self.ledger.case_by_id(conn, dl["referral_id"],
+                                                    for_update=self.ledger.is_postgres)
+                if case is not None:
+                    state = case.state
+                    if case.state == S.FAILED and case.area == dl["area"]:
+                        await self.ledger.set_case(conn, case.pk, case.state, state=S.ROUTED.value,
+                                                   state_changed_at=now)
+                        state = S.ROUTED.value
+                    await self.ledger.add_event(conn, referral_id=case.referral_id, type_="replayed",
+                                                at=now, area=dl["area"], actor=actor,
+                                                data={"dead_letter_id": dead_letter_id})
+        self._on_outbox()
+        return {"id": dead_letter_id, "event_id": dl["event_id"], "referral_id": dl["referral_id"],
+                "state": state, "replayed_at": now.isoformat()}
+
+    async def referral_payload(self, referral_id: str) -> tuple[CaseRow, dict[str, Any]] | None:
+        async with self.ledger.engine.connect() as conn:
+            case = await self.ledger.case_by_id(conn, referral_id)
+        if case is None:
+            return None
+        return case, case.referral()
+
+
+def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = json.loads(row["data"])
+    item["cursor"] = str(row["seq"])
+    return item
+
+
+_ = dumps

@@ -1,0 +1,195 @@
+"""`handoff` command line (DESIGN § 9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from broker.settings import Settings, load_settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="kela-handoff: referrals between Kela and social services.",
+                  no_args_is_help=True, add_completion=False)
+token_app = typer.Typer(help="Party tokens.", no_args_is_help=True)
+routes_app = typer.Typer(help="Routes per area.", no_args_is_help=True)
+schema_app = typer.Typer(help="The common schema.", no_args_is_help=True)
+dead_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
+rabbit_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+app.add_typer(routes_app, name="routes")
+app.add_typer(schema_app, name="schema")
+app.add_typer(dead_app, name="dead-letters")
+app.add_typer(rabbit_app, name="rabbitmq")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (or HANDOFF_CONFIG).",
+                                                exists=True, dir_okay=False)]
+
+
+def _settings(config: Path | None) -> Settings:
+    from broker.logs import configure_logging
+
+    settings = load_settings(config)
+    configure_logging(settings.log.level, settings.log.format)
+    return settings
+
+
+@app.command()
+def run(config: ConfigOpt = None) -> None:
+    """Run the service (HTTP API, outbox relay, delivery workers)."""
+    from broker.serve import serve
+
+    asyncio.run(serve(_settings(config)))
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    rate: Annotated[float, typer.Option(help="Referrals per second sent by simulated Kela handlers.")] = 2.0,
+    duration: Annotated[float, typer.Option(help="Seconds to run; 0 runs until Ctrl-C.")] = 0.0,
+    port: Annotated[int, typer.Option(help="HTTP port of the service.")] = 8080,
+) -> None:
+    """Run the service on the embedded default with simulated Kela handlers and intake teams."""
+    from broker.demo import run_demo
+
+    asyncio.run(run_demo(config, rate=rate, duration=duration, port=port))
+
+
+@token_app.command("create")
+def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e.g. kela-main.")],
+                 role: Annotated[str, typer.Option(help="kela, intake or admin.")] = "kela",
+                 area: Annotated[str | None, typer.Option(help="Area code for an intake.")] = None,
+                 ) -> None:
+    """Print a new token once, and the [[parties]] entry (with its hash) for the config."""
+    from broker.auth import hash_token, new_token
+
+    if role not in ("kela", "intake", "admin"):
+        raise typer.BadParameter("role must be kela, intake or admin", param_hint="--role")
+    if role == "intake" and not area:
+        raise typer.BadParameter("an intake needs --area", param_hint="--area")
+    token = new_token()
+    typer.echo(f"token (shown once, give it to the party): {token}")
+    typer.echo("")
+    typer.echo("[[parties]]")
+    typer.echo(f'id = "{party}"')
+    typer.echo(f'role = "{role}"')
+    if area:
+        typer.echo(f'area = "{area}"')
+    typer.echo(f'token_sha256 = "{hash_token(token)}"')
+
+
+@routes_app.command("check")
+def routes_check(config: ConfigOpt = None) -> None:
+    """Show how every area of the classification is reached; exit 1 on a broken route."""
+    from broker.routing import ALAND_AREA, Classification
+
+    settings = load_settings(config)
+    classification = Classification.load()
+    problems = 0
+    for code, area in classification.areas.items():
+        route = settings.route_for(code)
+        if route is None:
+            note = "UNROUTABLE (no route)" + (" - Åland is outside the county reform" if code == ALAND_AREA else "")
+            typer.echo(f"{code} {area.name_fi}: {note}")
+            continue
+        target = route.url or (str(route.directory) if route.directory else "inbox (pull)")
+        issue = ""
+        if route.delivery == "webhook":
+            if route.secret is None:
+                issue = f" ! secret variable {route.secret_env} is not set"
+            elif route.url and not _webhook_url_ok(route.url):
+                issue = " ! webhook URL must be https:// (loopback excepted)"
+        problems += bool(issue)
+        typer.echo(f"{code} {area.name_fi}: {route.delivery} -> {target}{issue}")
+    unknown = [r.area for r in settings.routes if r.area not in classification.areas and r.area != "kela"]
+    for a in unknown:
+        typer.echo(f"{a}: ! route for an area that is not in the classification")
+    raise typer.Exit(1 if problems or unknown else 0)
+
+
+def _webhook_url_ok(url: str) -> bool:
+    from broker.settings import webhook_url_allowed
+
+    return webhook_url_allowed(url)
+
+
+@schema_app.command("export")
+def schema_export(directory: Annotated[Path, typer.Argument(help="Where to write the JSON Schemas.")],
+                  ) -> None:
+    """Write referral.json, reply.json and answer.json (JSON Schema 2020-12)."""
+    from schemas.export import export_schemas
+
+    for path in export_schemas(directory):
+        typer.echo(str(path))
+
+
+def _run_ledger(config: Path | None, job: Any) -> Any:
+    from broker.ledger import Ledger
+
+    settings = load_settings(config)
+
+    async def main() -> Any:
+        ledger = Ledger.from_url(settings.store.url)
+        try:
+            await ledger.migrate()
+            return await job(settings, ledger)
+        finally:
+            await ledger.dispose()
+
+    return asyncio.run(main())
+
+
+@dead_app.command("list")
+def dead_letters_list(config: ConfigOpt = None,
+                      limit: Annotated[int, typer.Option(min=1, max=500)] = 100) -> None:
+    """List dead letters not yet replayed: case, reason, attempts."""
+
+    async def job(_settings: Settings, ledger: Any) -> None:
+        for r in await ledger.list_dead_letters(0, limit):
+            typer.echo(json.dumps({"id": r["id"], "referral_id": r["referral_id"], "area": r["area"],
+                                   "reason": r["reason"], "attempts": r["attempts"],
+                                   "created_at": r["created_at"].isoformat()}))
+
+    _run_ledger(config, job)
+
+
+@dead_app.command("replay")
+def dead_letters_replay(dead_letter_id: int, config: ConfigOpt = None) -> None:
+    """Put a dead letter back on the normal path once (a running service delivers it)."""
+    from broker.cases import CaseService
+    from broker.errors import HandoffError
+    from broker.routing import Classification
+
+    async def job(settings: Settings, ledger: Any) -> None:
+        cases = CaseService(ledger, settings, Classification.load())
+        try:
+            typer.echo(json.dumps(await cases.replay_dead_letter(dead_letter_id, actor="cli")))
+        except HandoffError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(1) from None
+
+    _run_ledger(config, job)
+
+
+@rabbit_app.command("definitions")
+def rabbitmq_definitions(
+    config: ConfigOpt = None,
+    output: Annotated[Path, typer.Option("--output", "-o")] = Path("deploy/rabbitmq/definitions.json"),
+) -> None:
+    """Write the topology the broker declares, for `rabbitmqctl import_definitions`."""
+    from broker.rabbitmq_topology import topology_definitions
+
+    settings = load_settings(config)
+    doc = topology_definitions(settings.intake_areas, delivery_limit=settings.transport.delivery_limit,
+                               retry_tiers_s=settings.transport.retry_tiers_s)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(doc, indent=2) + "\n", "utf-8")
+    typer.echo(str(output))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,63 @@
+"""Domain errors. One middleware (`broker.http_errors`) maps them to HTTP; nothing else does."""
+
+from __future__ import annotations
+
+from schemas.errors import ErrorItem
+
+__all__ = [
+    "Conflict", "Forbidden", "HandoffError", "InvalidInput", "MalformedRequest", "NotFound",
+    "PayloadTooLarge", "Unauthorized", "UnsupportedMediaType",
+]
+
+
+class HandoffError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(HandoffError):
+    status = 422
+    code = "validation_error"
+
+    def __init__(self, errors: list[ErrorItem]) -> None:
+        super().__init__(f"{len(errors)} validation error(s)")
+        self.errors = errors
+
+
+class MalformedRequest(HandoffError):
+    status = 400
+    code = "malformed_request"
+
+
+class Unauthorized(HandoffError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(HandoffError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(HandoffError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(HandoffError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(HandoffError):
+    status = 413
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(HandoffError):
+    status = 415
+    code = "unsupported_media_type"

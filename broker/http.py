@@ -1,0 +1,281 @@
+"""HTTP API (DESIGN § 7): thin handlers that authenticate, parse, call the case logic, and answer.
+
+Domain errors are raised, never turned into responses here: `broker.http_errors` maps them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from broker.auth import PRINCIPAL, Principal
+from broker.cases import body_hash, dump_update
+from broker.cursors import decode_cursor, encode_cursor
+from broker.deadlines import compute_deadlines
+from broker.errors import (
+    InvalidInput,
+    MalformedRequest,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from broker.ledger import CaseRow
+from broker.services import SERVICES, Services
+from schemas.enums import CaseState
+from schemas.errors import SchemaError
+from schemas.export import SCHEMAS, json_schema
+from schemas.rules import parse_answer, parse_referral
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+JSON_TYPES = ("application/json",)
+MAX_LIMIT = 500
+
+
+def _svc(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def _principal(request: web.Request, *roles: str) -> Principal:
+    svc = _svc(request)
+    principal = svc.tokens.authenticate(request.headers.get("Authorization"))
+    request[PRINCIPAL] = principal
+    return svc.tokens.require(principal, *roles)
+
+
+async def read_body(request: web.Request, content_types: tuple[str, ...] = JSON_TYPES) -> bytes:
+    """Read at most max_body_bytes (exactly 1 MiB is accepted, one byte more is a 413)."""
+    limit = _svc(request).settings.server.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"body larger than {limit} bytes")
+    if request.content_type not in content_types:
+        raise UnsupportedMediaType(f"Content-Type must be {' or '.join(content_types)}")
+    chunks, size = [], 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: web.Request) -> Any:
+    raw = await read_body(request)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedRequest("body is not valid JSON") from None
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False,
+                                                                             default=str))
+
+
+def _limit(request: web.Request, default: int = 100) -> int:
+    raw = request.query.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidInput([{"loc": ["query", "limit"], "msg": f"limit must be 1..{MAX_LIMIT}",
+                             "type": "limit_invalid"}])
+    return int(raw)
+
+
+def _visible_case(principal: Principal, case: CaseRow | None) -> CaseRow:
+    """An intake of another area gets the same 404 as for an id that does not exist."""
+    if case is None or (principal.role == "intake" and case.area != principal.area):
+        raise NotFound("no such referral")
+    return case
+
+
+def case_summary(case: CaseRow) -> dict[str, Any]:
+    return {"referral_id": case.referral_id, "kela_reference": case.kela_reference,
+            "state": case.state, "area": case.area, "kind": case.kind, "urgency": case.urgency,
+            "received_at": case.received_at.isoformat()}
+
+
+# --- Kela ------------------------------------------------------------------------------------
+
+
+@routes.post("/v1/referrals", name="post_referral")
+async def post_referral(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "kela")
+    data = await read_json(request)
+    try:
+        referral = parse_referral(data)
+    except SchemaError as exc:
+        svc.metrics.validation_rejections.labels(channel="api").inc()
+        raise InvalidInput(exc.errors) from None
+    try:
+        result = await svc.cases.accept_referral(principal.party_id, referral, body_hash(data))
+    except InvalidInput:
+        svc.metrics.validation_rejections.labels(channel="api").inc()
+        raise
+    if result.created:
+        svc.metrics.referrals_received.labels(kind=referral.kind.value, channel="api").inc()
+    return _json(result.body(), 202 if result.created else 200)
+
+
+@routes.post("/v1/referrals/{referral_id}/answers", name="post_answer")
+async def post_answer(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "kela")
+    referral_id = request.match_info["referral_id"]
+    data = await read_json(request)
+    try:
+        answer = parse_answer(data)
+    except SchemaError as exc:
+        raise InvalidInput(exc.errors) from None
+    result = await svc.cases.apply_answer(referral_id, answer, body_hash(data),
+                                          actor=principal.party_id)
+    return _json(result.body, 202 if result.created else 200)
+
+
+@routes.get("/v1/updates", name="get_updates")
+async def get_updates(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    _principal(request, "kela", "admin")
+    after = decode_cursor("u", request.query.get("after"))
+    rows = await svc.ledger.feed(after, _limit(request))
+    items = [dump_update(r) for r in rows]
+    for item in items:
+        item["cursor"] = encode_cursor("u", int(item["cursor"]))
+    last = int(rows[-1]["seq"]) if rows else after
+    return _json({"items": items, "next": encode_cursor("u", last)})
+
+
+# --- everyone with a stake in the case ---------------------------------------------------------
+
+
+@routes.get("/v1/referrals/{referral_id}", name="get_referral")
+async def get_referral(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "kela", "intake", "admin")
+    found = await svc.ledger.read_case(request.match_info["referral_id"])
+    case = _visible_case(principal, found[0] if found else None)
+    assert found is not None
+    deadlines = [
+        {"name": d.name, "due_at": d.due_at.isoformat()}
+        for d in compute_deadlines(case.received_at, case.kind, case.urgency, svc.settings.sla)
+    ]
+    body = {**case_summary(case), "referral": case.referral(), "events": found[1],
+            "deadlines": deadlines, "unroutable_reason": case.unroutable_reason}
+    return _json(body)
+
+
+# --- municipal intake -----------------------------------------------------------------------------
+
+INBOX_STATES = {s.value for s in CaseState}
+
+
+@routes.get("/v1/inbox", name="get_inbox")
+async def get_inbox(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "intake")
+    assert principal.area is not None
+    states = request.query.get("state", "delivered").split(",")
+    if not all(s in INBOX_STATES for s in states):
+        raise InvalidInput([{"loc": ["query", "state"], "msg": "unknown case state",
+                             "type": "enum"}])
+    limit = _limit(request)
+    after = decode_cursor("i", request.query.get("after"))
+    rows = await svc.ledger.inbox(principal.area, states, after, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    await svc.cases.record_fetch([c.referral_id for c in page], area=principal.area,
+                                 actor=principal.party_id)
+    items = [{**case_summary(c), "referral": c.referral()} for c in page]
+    return _json({"items": items, "next": encode_cursor("i", page[-1].pk) if more else None})
+
+
+@routes.post("/v1/referrals/{referral_id}/replies", name="post_reply")
+async def post_reply(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "intake")
+    data = await read_json(request)
+    result = await svc.cases.apply_reply(request.match_info["referral_id"], data,
+                                         actor=principal.party_id, area=principal.area)
+    return _json(result.body, 202 if result.created else 200)
+
+
+# --- operators --------------------------------------------------------------------------------
+
+
+@routes.get("/v1/admin/dead-letters", name="get_dead_letters")
+async def get_dead_letters(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    _principal(request, "admin")
+    limit = _limit(request)
+    after = decode_cursor("d", request.query.get("after"))
+    rows = await svc.ledger.list_dead_letters(after, limit + 1)
+    page, more = rows[:limit], len(rows) > limit
+    items = [{"id": r["id"], "event_id": r["event_id"], "referral_id": r["referral_id"],
+              "area": r["area"], "queue": r["queue"], "reason": r["reason"],
+              "attempts": r["attempts"], "created_at": r["created_at"].isoformat()} for r in page]
+    return _json({"items": items, "next": encode_cursor("d", page[-1]["id"]) if more else None})
+
+
+@routes.post("/v1/admin/dead-letters/{dl_id}/replay", name="replay_dead_letter")
+async def replay_dead_letter(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "admin")
+    raw = request.match_info["dl_id"]
+    if not raw.isdigit():
+        raise NotFound("no such dead letter")
+    return _json(await svc.cases.replay_dead_letter(int(raw), actor=principal.party_id), 202)
+
+
+@routes.post("/v1/admin/referrals/{referral_id}/route", name="admin_route")
+async def admin_route(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    principal = _principal(request, "admin")
+    data = await read_json(request)
+    if not isinstance(data, dict) or not isinstance(data.get("area"), str):
+        raise InvalidInput([{"loc": ["area"], "msg": "area (string) is required", "type": "missing"}])
+    extra = sorted(set(data) - {"area"})
+    if extra:
+        raise InvalidInput([{"loc": [extra[0]], "msg": "Extra inputs are not permitted",
+                             "type": "extra_forbidden"}])
+    result = await svc.cases.admin_route(request.match_info["referral_id"], data["area"],
+                                         actor=principal.party_id)
+    return _json(result, 202)
+
+
+# --- public ---------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/schema/{name}.json", name="get_schema")
+async def get_schema(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    if name not in SCHEMAS:
+        raise NotFound("no such schema")
+    return _json(json_schema(name))
+
+
+@routes.get("/healthz", name="healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+@routes.get("/readyz", name="readyz")
+async def readyz(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    store = await svc.ledger.ping()
+    transport = await svc.transport.is_ready()
+    ready = store and transport and svc.accepting
+    return _json({"status": "ready" if ready else "not_ready", "store": store,
+                  "transport": transport, "accepting": svc.accepting}, 200 if ready else 503)
+
+
+@routes.get("/metrics", name="metrics")
+async def metrics(request: web.Request) -> web.Response:
+    svc = _svc(request)
+    await svc.metrics.gauges.refresh(svc.ledger)
+    body = generate_latest(svc.metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

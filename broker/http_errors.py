@@ -1,0 +1,59 @@
+"""One middleware maps domain errors to HTTP and logs every request without personal data.
+
+The access log names the route pattern (`/v1/referrals/{referral_id}`), not the raw path, so nothing a
+client puts in a URL can carry an identity code into the logs.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from structlog.contextvars import bound_contextvars
+
+from broker.auth import PRINCIPAL
+from broker.errors import HandoffError, InvalidInput
+
+__all__ = ["error_middleware"]
+
+log = structlog.get_logger("broker.http")
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-Id", "")
+    if not (0 < len(request_id) <= 64 and request_id.replace("-", "").isalnum()):
+        request_id = uuid.uuid4().hex
+    started = time.perf_counter()
+    route = _route_name(request)
+    with bound_contextvars(request_id=request_id):
+        try:
+            response = await handler(request)
+        except InvalidInput as exc:
+            response = web.json_response({"errors": exc.errors}, status=422)
+        except HandoffError as exc:
+            response = web.json_response({"error": {"code": exc.code, "message": exc.message}},
+                                         status=exc.status)
+        except web.HTTPException as exc:
+            response = web.json_response(
+                {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
+                status=exc.status, headers={k: v for k, v in exc.headers.items()
+                                            if k.lower() in ("allow",)})
+        except Exception:
+            log.exception("request_failed", method=request.method, route=route)
+            response = web.json_response(
+                {"error": {"code": "internal_error", "message": "internal error"}}, status=500)
+        response.headers["X-Request-Id"] = request_id
+        principal = request.get(PRINCIPAL)
+        log.info("request_handled", method=request.method, route=route, status=response.status,
+                 party=getattr(principal, "party_id", None),
+                 duration_ms=round((time.perf_counter() - started) * 1000, 1))
+        return response

@@ -1,0 +1,317 @@
+"""The ledger: engine lifecycle, migrations, and the row-level operations the case logic composes.
+
+Every write path goes through `Ledger.transaction()`; the case logic in `broker.cases` puts a case
+change, its events, its outbox rows and its feed entries into one transaction, so what the 202 promises
+is on disk before the 202 is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from broker.tables import cases, dead_letters, events, outbox, processed, updates
+
+__all__ = ["CaseRow", "Ledger", "new_id", "utcnow"]
+
+# A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
+# in order (no reader can page past a sequence number that commits later).
+_FEED_LOCK = 0x6B656C61
+_MIGRATION_LOCK = 0x6B656C62
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    pk: int
+    referral_id: str
+    sender: str
+    kela_reference: str
+    body_sha256: str
+    kind: str
+    urgency: str
+    state: str
+    area: str | None
+    municipality_code: str
+    received_at: dt.datetime
+    state_changed_at: dt.datetime
+    delivered_at: dt.datetime | None
+    first_reply_at: dt.datetime | None
+    acknowledged_at: dt.datetime | None
+    assessment_started_at: dt.datetime | None
+    decided_at: dt.datetime | None
+    closed_at: dt.datetime | None
+    ack_due_at: dt.datetime | None
+    assessment_due_at: dt.datetime | None
+    decision_due_at: dt.datetime | None
+    return_count: int
+    areas_tried: str
+    unroutable_reason: str | None
+    referral_json: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> CaseRow:
+        return cls(**{f: row[f] for f in cls.__dataclass_fields__})
+
+    @property
+    def tried_areas(self) -> list[str]:
+        return [a for a in self.areas_tried.split(",") if a]
+
+    def referral(self) -> dict[str, Any]:
+        return json.loads(self.referral_json) if self.referral_json else {}
+
+
+class Ledger:
+    """Owns the engine. Built by the composition root and disposed of by the supervisor, last."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+        self._sqlite_writer = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10, echo: bool = False) -> Ledger:
+        kwargs: dict[str, Any] = {"echo": echo}
+        if url.startswith("sqlite"):
+            path = url.split(":///", 1)[1] if ":///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        engine = create_async_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            _tune_sqlite(engine)
+        return cls(engine)
+
+    async def migrate(self) -> None:
+        """Bring the schema to head with Alembic; several processes may start at once on PostgreSQL."""
+        async with self.engine.begin() as conn:
+            if self.is_postgres:
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            await conn.run_sync(_alembic_upgrade)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:  # readiness reports any failure as not ready
+            return False
+        return True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        if self.is_postgres:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        # SQLite has one writer. A deferred transaction that reads and then writes fails with
+        # "database is locked" when another connection wrote in between, so writers of this process
+        # queue here instead (the embedded default is one process by design).
+        async with self._sqlite_writer, self.engine.begin() as conn:
+            yield conn
+
+    # --- rows ---------------------------------------------------------------------------------
+
+    async def lock_feed(self, conn: AsyncConnection) -> None:
+        if self.is_postgres:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
+
+    @staticmethod
+    async def case_by_id(conn: AsyncConnection, referral_id: str, *, for_update: bool = False,
+                         ) -> CaseRow | None:
+        q = sa.select(cases).where(cases.c.referral_id == referral_id)
+        if for_update:
+            q = q.with_for_update()
+        row = (await conn.execute(q)).mappings().first()
+        return CaseRow.from_row(row) if row else None
+
+    @staticmethod
+    async def case_by_reference(conn: AsyncConnection, sender: str | None, kela_reference: str,
+                                ) -> CaseRow | None:
+        q = sa.select(cases).where(cases.c.kela_reference == kela_reference)
+        if sender is not None:
+            q = q.where(cases.c.sender == sender)
+        row = (await conn.execute(q.limit(1))).mappings().first()
+        return CaseRow.from_row(row) if row else None
+
+    @staticmethod
+    async def add_event(conn: AsyncConnection, *, referral_id: str, type_: str, at: dt.datetime,
+                        area: str | None = None, actor: str | None = None,
+                        data: Mapping[str, Any] | None = None, dedupe_key: str | None = None,
+                        body_sha256: str | None = None, event_id: str | None = None) -> str:
+        event_id = event_id or new_id()
+        await conn.execute(events.insert().values(
+            event_id=event_id, referral_id=referral_id, type=type_, at=at, area=area, actor=actor,
+            dedupe_key=dedupe_key, body_sha256=body_sha256,
+            data=dumps(dict(data)) if data is not None else None,
+        ))
+        return event_id
+
+    @staticmethod
+    async def add_outbox(conn: AsyncConnection, *, event_id: str, referral_id: str | None,
+                         exchange: str, routing_key: str, envelope: Mapping[str, Any],
+                         at: dt.datetime) -> None:
+        await conn.execute(outbox.insert().values(
+            event_id=event_id, referral_id=referral_id, exchange=exchange, routing_key=routing_key,
+            body=dumps(dict(envelope)), status="pending", created_at=at, publish_attempts=0,
+        ))
+
+    async def add_update(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
+                         kela_reference: str, type_: str, at: dt.datetime,
+                         data: Mapping[str, Any]) -> None:
+        await self.lock_feed(conn)
+        await conn.execute(updates.insert().values(
+            event_id=event_id, referral_id=referral_id, kela_reference=kela_reference, type=type_,
+            at=at, data=dumps(dict(data)),
+        ))
+
+    @staticmethod
+    async def set_case(conn: AsyncConnection, pk: int, expected_state: str | None,
+                       **values: Any) -> bool:
+        """Compare-and-set: update only if the case is still in `expected_state`."""
+        q = sa.update(cases).where(cases.c.pk == pk)
+        if expected_state is not None:
+            q = q.where(cases.c.state == expected_state)
+        result = await conn.execute(q.values(**values))
+        return bool(result.rowcount == 1)
+
+    @staticmethod
+    async def mark_processed(conn: AsyncConnection, consumer: str, event_id: str,
+                             at: dt.datetime) -> bool:
+        """Record that `consumer` applied `event_id`; False if it already had (a redelivery)."""
+        exists = (await conn.execute(sa.select(processed.c.event_id).where(
+            processed.c.consumer == consumer, processed.c.event_id == event_id))).first()
+        if exists:
+            return False
+        await conn.execute(processed.insert().values(consumer=consumer, event_id=event_id, at=at))
+        return True
+
+    async def is_processed(self, consumer: str, event_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(processed.c.event_id).where(
+                processed.c.consumer == consumer, processed.c.event_id == event_id))).first()
+        return row is not None
+
+    @staticmethod
+    async def outbox_done(conn: AsyncConnection, event_id: str, at: dt.datetime) -> None:
+        await conn.execute(sa.update(outbox).where(outbox.c.event_id == event_id)
+                           .values(status="done", done_at=at))
+
+    # --- reads for the API --------------------------------------------------------------------
+
+    async def read_case(self, referral_id: str) -> tuple[CaseRow, list[dict[str, Any]]] | None:
+        async with self.engine.connect() as conn:
+            case = await self.case_by_id(conn, referral_id)
+            if case is None:
+                return None
+            rows = (await conn.execute(
+                sa.select(events).where(events.c.referral_id == referral_id).order_by(events.c.seq)
+            )).mappings().all()
+        history = []
+        for r in rows:
+            item: dict[str, Any] = {"type": r["type"], "at": r["at"].isoformat(), "event_id": r["event_id"]}
+            if r["area"]:
+                item["area"] = r["area"]
+            if r["actor"]:
+                item["actor"] = r["actor"]
+            if r["data"]:
+                item.update(json.loads(r["data"]))
+            history.append(item)
+        return case, history
+
+    async def inbox(self, area: str, states: Sequence[str], after: int, limit: int,
+                    ) -> list[CaseRow]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(cases).where(cases.c.area == area, cases.c.state.in_(list(states)),
+                                       cases.c.pk > after)
+                .order_by(cases.c.pk).limit(limit)
+            )).mappings().all()
+        return [CaseRow.from_row(r) for r in rows]
+
+    async def feed(self, after: int, limit: int) -> list[dict[str, Any]]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(updates).where(updates.c.seq > after).order_by(updates.c.seq).limit(limit)
+            )).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def feed_head(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(updates.c.seq), 0)))
+                        ).scalar_one())
+
+    async def list_dead_letters(self, after: int, limit: int, *, include_replayed: bool = False,
+                                ) -> list[dict[str, Any]]:
+        q = sa.select(dead_letters).where(dead_letters.c.id > after)
+        if not include_replayed:
+            q = q.where(dead_letters.c.replayed_at.is_(None))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q.order_by(dead_letters.c.id).limit(limit))).mappings().all()
+        return [dict(r) for r in rows]
+
+    # --- outbox relay -------------------------------------------------------------------------
+
+    async def requeue_unfinished(self) -> int:
+        """For a non-durable transport: rows published but not done are lost with the process."""
+        async with self.transaction() as conn:
+            result = await conn.execute(sa.update(outbox).where(outbox.c.status == "sent")
+                                        .values(status="pending"))
+        return int(result.rowcount or 0)
+
+    async def outbox_pending(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
+            )).scalar_one())
+
+
+def _alembic_upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    ini = resources.files("broker").joinpath("alembic.ini")
+    cfg = Config(str(ini))
+    cfg.set_main_option("script_location", str(resources.files("broker").joinpath("migrations")))
+    cfg.attributes["connection"] = connection
+    command.upgrade(cfg, "head")
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    """WAL and a busy timeout: readers never block the writer, and writers queue instead of failing."""
+
+    @sa.event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # durable before the 202, also on power loss
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()

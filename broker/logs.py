@@ -1,0 +1,62 @@
+"""structlog set-up with a redaction processor: identity codes never reach a log line.
+
+Code logs ids and codes, never bodies; the redactor is the second line of defence for anything that
+slips through (an exception message, a third-party log record).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+__all__ = ["HETU_PATTERN", "configure_logging", "redact_identity_codes"]
+
+HETU_PATTERN = re.compile(r"\b\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]\b")
+_MASK = "[redacted-hetu]"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return HETU_PATTERN.sub(_MASK, value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_scrub(v) for v in value)
+    return value
+
+
+def redact_identity_codes(_logger: Any, _method: str,
+                          event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event_dict.items()):
+        event_dict[key] = _scrub(value)
+    return event_dict
+
+
+def _format_exc_then_redact(logger: Any, method: str,
+                            event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict = structlog.processors.format_exc_info(logger, method, event_dict)
+    return redact_identity_codes(logger, method, event_dict)
+
+
+def configure_logging(level: str = "info", fmt: str = "console") -> None:
+    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
+                     else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty()))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _format_exc_then_redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)

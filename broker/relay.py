@@ -1,0 +1,95 @@
+"""Outbox relay: publishes committed outbox rows, marks them sent only after the broker's confirm.
+
+A nack or a lost connection leaves the row pending for the next round. On PostgreSQL several service
+processes relay at once without double publishing: each claims its rows with FOR UPDATE SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import sqlalchemy as sa
+import structlog
+
+from broker.ledger import Ledger, utcnow
+from broker.settings import RelaySettings
+from broker.tables import outbox
+from broker.transport import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
+
+__all__ = ["OutboxRelay"]
+
+log = structlog.get_logger(__name__)
+
+
+class OutboxRelay:
+    def __init__(self, ledger: Ledger, transport: Transport, settings: RelaySettings) -> None:
+        self._ledger = ledger
+        self._transport = transport
+        self._settings = settings
+        self._wake = asyncio.Event()
+        self.published_total = 0
+
+    def notify(self) -> None:
+        """Called after a commit that wrote outbox rows: relay now rather than at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                count = await self.drain_once()
+            except Exception:
+                log.exception("outbox_relay_round_failed")
+                count = 0
+            if count >= self._settings.batch_size:
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def drain_once(self) -> int:
+        """Publish one batch; returns how many rows were confirmed."""
+        async with self._ledger.transaction() as conn:
+            q = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.exchange, outbox.c.routing_key,
+                           outbox.c.body, outbox.c.created_at)
+                 .where(outbox.c.status == "pending").order_by(outbox.c.id)
+                 .limit(self._settings.batch_size))
+            if self._ledger.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            rows = (await conn.execute(q)).mappings().all()
+            if not rows:
+                return 0
+            messages = [
+                OutboundMessage(
+                    event_id=r["event_id"], exchange=r["exchange"], routing_key=r["routing_key"],
+                    body=r["body"].encode(),
+                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r["created_at"].timestamp())},
+                )
+                for r in rows
+            ]
+            results = await asyncio.gather(*(self._transport.publish(m) for m in messages),
+                                           return_exceptions=True)
+            confirmed = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
+            failed = [res for res in results if res is not None]
+            if confirmed:
+                await conn.execute(sa.update(outbox).where(outbox.c.id.in_(confirmed),
+                                                           outbox.c.status == "pending")
+                                   .values(status="sent", published_at=utcnow(),
+                                           publish_attempts=outbox.c.publish_attempts + 1))
+        if failed:
+            unexpected = [f for f in failed if not isinstance(f, PublishError)]
+            log.warning("outbox_publish_unconfirmed", count=len(failed),
+                        unexpected=len(unexpected))
+            if unexpected and isinstance(unexpected[0], BaseException) and not isinstance(
+                    unexpected[0], Exception):
+                raise unexpected[0]
+        self.published_total += len(confirmed)
+        return len(confirmed)
+
+
+def envelope_of(body: bytes) -> dict[str, object]:
+    value = json.loads(body)
+    assert isinstance(value, dict)
+    return value

@@ -1,0 +1,47 @@
+"""Running the service until SIGTERM/SIGINT, with the shutdown order of the supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from broker.app import create_app
+from broker.settings import Settings
+
+__all__ = ["serve"]
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(settings: Settings, *, until: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Serve HTTP and run the workers; stop on a signal or when `until` returns."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           shutdown_timeout=settings.server.shutdown_timeout_s)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    await site.start()
+    log.info("http_listening", host=settings.server.host, port=settings.server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if until is not None:
+        waiters.append(asyncio.ensure_future(until()))
+    try:
+        done, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("demo_failed", error=type(task.exception()).__name__)
+    finally:
+        log.info("shutdown_started")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()

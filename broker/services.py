@@ -1,0 +1,85 @@
+"""The composition root's product: every long-lived resource, built once and passed down.
+
+Handlers reach it through the typed `SERVICES` app key (aiohttp `AppKey`), never through globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from broker.auth import TokenBook
+from broker.cases import CaseService, Observations
+from broker.delivery import DeadLetterRecorder, IntakeWorker, KelaUpdatesWorker, WebhookClient
+from broker.ledger import Ledger
+from broker.metrics import Metrics
+from broker.relay import OutboxRelay
+from broker.routing import Classification
+from broker.settings import Settings
+from broker.transport import Transport
+
+__all__ = ["SERVICES", "Services", "build_services"]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    classification: Classification
+    ledger: Ledger
+    transport: Transport
+    metrics: Metrics
+    tokens: TokenBook
+    cases: CaseService
+    relay: OutboxRelay
+    http_client: aiohttp.ClientSession
+    intake_worker: IntakeWorker
+    kela_worker: KelaUpdatesWorker
+    dead_recorder: DeadLetterRecorder
+    accepting: bool = True
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def make_transport(settings: Settings) -> Transport:
+    if settings.transport.url == "embedded":
+        from broker.transport_embedded import EmbeddedTransport
+
+        return EmbeddedTransport(delivery_limit=settings.transport.delivery_limit)
+    from broker.transport_rabbitmq import RabbitMQTransport
+
+    return RabbitMQTransport(settings.transport.url, delivery_limit=settings.transport.delivery_limit,
+                             retry_tiers_s=settings.transport.retry_tiers_s)
+
+
+def build_services(settings: Settings, *, transport: Transport | None = None,
+                   metrics: Metrics | None = None) -> Services:
+    """Build (not start) everything; `broker.supervisor` starts and stops it in order."""
+    classification = Classification.load()
+    ledger = Ledger.from_url(settings.store.url, pool_size=settings.store.pool_size,
+                             echo=settings.store.echo)
+    transport = transport or make_transport(settings)
+    metrics = metrics or Metrics()
+    relay = OutboxRelay(ledger, transport, settings.relay)
+
+    def observed(_kind: str, obs: Observations) -> None:
+        if obs.delivered_latency_s is not None:
+            metrics.delivery_latency.observe(max(0.0, obs.delivered_latency_s))
+        if obs.first_reply_latency_s is not None:
+            metrics.first_reply_latency.observe(max(0.0, obs.first_reply_latency_s))
+
+    cases = CaseService(ledger, settings, classification, on_outbox=relay.notify, on_observed=observed)
+    http_client = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
+        headers={"User-Agent": "kela-handoff/0.1"},
+    )
+    webhook = WebhookClient(http_client, settings.delivery)
+    args = (settings, ledger, cases, webhook, metrics)
+    return Services(
+        settings=settings, classification=classification, ledger=ledger, transport=transport,
+        metrics=metrics, tokens=TokenBook(settings.parties), cases=cases, relay=relay,
+        http_client=http_client, intake_worker=IntakeWorker(*args), kela_worker=KelaUpdatesWorker(*args),
+        dead_recorder=DeadLetterRecorder(*args),
+    )

@@ -1,0 +1,165 @@
+"""Ledger tables (SQLAlchemy Core). The ledger is the source of truth for every case.
+
+Idempotency lives in unique constraints, not in read-then-write code (DESIGN § 10): the database
+decides which of two concurrent sends was first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets a bigint identity.
+PK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes on both stores (SQLite would otherwise hand back naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, dt.datetime)
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+TS = UTCDateTime()
+
+cases = Table(
+    "cases", metadata,
+    Column("pk", PK, primary_key=True, autoincrement=True),
+    Column("referral_id", String(36), nullable=False, unique=True),
+    Column("sender", String(64), nullable=False),
+    Column("kela_reference", String(128), nullable=False),
+    Column("body_sha256", String(64), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("urgency", String(16), nullable=False),
+    Column("state", String(24), nullable=False),
+    Column("area", String(8), nullable=True),
+    Column("municipality_code", String(3), nullable=False),
+    Column("received_at", TS, nullable=False),
+    Column("state_changed_at", TS, nullable=False),
+    Column("delivered_at", TS, nullable=True),
+    Column("first_reply_at", TS, nullable=True),
+    Column("acknowledged_at", TS, nullable=True),
+    Column("assessment_started_at", TS, nullable=True),
+    Column("decided_at", TS, nullable=True),
+    Column("closed_at", TS, nullable=True),
+    Column("ack_due_at", TS, nullable=True),
+    Column("assessment_due_at", TS, nullable=True),
+    Column("decision_due_at", TS, nullable=True),
+    Column("return_count", Integer, nullable=False, default=0),
+    Column("areas_tried", String(200), nullable=False, default=""),
+    Column("unroutable_reason", String(200), nullable=True),
+    Column("referral_json", Text, nullable=True),
+    UniqueConstraint("sender", "kela_reference", name="uq_cases_sender_reference"),
+    Index("ix_cases_area_state", "area", "state"),
+    Index("ix_cases_state_received", "state", "received_at"),
+    Index("ix_cases_received", "received_at"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("referral_id", String(36), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("area", String(8), nullable=True),
+    Column("actor", String(64), nullable=True),
+    Column("dedupe_key", String(160), nullable=True),
+    Column("body_sha256", String(64), nullable=True),
+    Column("data", Text, nullable=True),
+    UniqueConstraint("referral_id", "dedupe_key", name="uq_events_referral_dedupe"),
+    Index("ix_events_referral_seq", "referral_id", "seq"),
+)
+
+# Kela's feed. Writers serialise on a lock (PostgreSQL advisory lock, SQLite's single writer), so
+# `seq` commits in order and a reader paging by `seq > cursor` never skips a late commit.
+updates = Table(
+    "updates", metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("referral_id", String(36), nullable=False),
+    Column("kela_reference", String(128), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+outbox = Table(
+    "outbox", metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("referral_id", String(36), nullable=True),
+    Column("exchange", String(64), nullable=False),
+    Column("routing_key", String(128), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("published_at", TS, nullable=True),
+    Column("done_at", TS, nullable=True),
+    Column("publish_attempts", Integer, nullable=False, default=0),
+    Index("ix_outbox_status_id", "status", "id"),
+)
+
+# What each consumer has already applied: redelivery after a crash is dropped, not re-applied.
+processed = Table(
+    "processed", metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("event_id", String(36), primary_key=True),
+    Column("at", TS, nullable=False),
+)
+
+dead_letters = Table(
+    "dead_letters", metadata,
+    Column("id", PK, primary_key=True, autoincrement=True),
+    Column("event_id", String(36), nullable=False),
+    Column("referral_id", String(36), nullable=True),
+    Column("area", String(8), nullable=True),
+    Column("queue", String(128), nullable=True),
+    Column("exchange", String(64), nullable=False),
+    Column("routing_key", String(128), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("body", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("replayed_at", TS, nullable=True),
+    Index("ix_dead_letters_event", "event_id"),
+)
