@@ -11,11 +11,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
 from broker.cursors import decode_cursor, encode_cursor
 from broker.deadlines import compute_deadlines
 from broker.errors import (
+    Conflict,
     InvalidInput,
     MalformedRequest,
     NotFound,
@@ -27,6 +29,7 @@ from broker.services import SERVICES, Services
 from schemas.enums import CaseState
 from schemas.errors import SchemaError
 from schemas.export import SCHEMAS, json_schema
+from schemas.models import Referral
 from schemas.rules import parse_answer, parse_referral
 
 __all__ = ["routes"]
@@ -114,13 +117,63 @@ async def post_referral(request: web.Request) -> web.Response:
         svc.metrics.validation_rejections.labels(channel="api").inc()
         raise InvalidInput(exc.errors) from None
     try:
-        result = await svc.cases.accept_referral(principal.party_id, referral, body_hash(data))
+        result = await svc.cases.accept_referral(principal.party_id, referral, referral_hash(referral))
     except InvalidInput:
         svc.metrics.validation_rejections.labels(channel="api").inc()
         raise
     if result.created:
         svc.metrics.referrals_received.labels(kind=referral.kind.value, channel="api").inc()
     return _json(result.body(), 202 if result.created else 200)
+
+
+def referral_hash(referral: Referral) -> str:
+    """Idempotency compares meaning, so the same notice sent as JSON or as XML is one referral."""
+    return body_hash(referral.model_dump(mode="json", exclude={"referral_id", "received_at"}))
+
+
+XML_TYPES = ("application/xml", "text/xml")
+
+
+@routes.post("/v1/kela/notices", name="post_notices")
+async def post_notices(request: web.Request) -> web.Response:
+    """A batch of Kela notices in XML: 207 with one result per notice, each applied on its own."""
+    svc = _svc(request)
+    principal = _principal(request, "kela")
+    raw = await read_body(request, XML_TYPES)
+    try:
+        notices = parse_notices(raw, max_bytes=svc.settings.server.max_body_bytes)
+    except NoticeBatchError as exc:
+        if exc.code == "too_large":
+            raise PayloadTooLarge(exc.message) from None
+        raise MalformedRequest(f"{exc.code}: {exc.message}") from None
+    results: list[dict[str, Any]] = []
+    for notice in notices:
+        item: dict[str, Any] = {"index": notice.index, "kela_reference": notice.kela_reference}
+        if notice.referral is None:
+            svc.metrics.validation_rejections.labels(channel="xml").inc()
+            results.append({**item, "status": 422, "errors": notice.errors})
+            continue
+        try:
+            accepted = await svc.cases.accept_referral(principal.party_id, notice.referral,
+                                                       referral_hash(notice.referral))
+        except InvalidInput as exc:
+            svc.metrics.validation_rejections.labels(channel="xml").inc()
+            errors = [{**e, "loc": ["Ilmoitus", notice.index, *xml_loc(e["loc"])]} for e in exc.errors]
+            results.append({**item, "status": 422, "errors": errors})
+            continue
+        except Conflict as exc:
+            results.append({**item, "status": 409,
+                            "error": {"code": exc.code, "message": exc.message}})
+            continue
+        if accepted.created:
+            svc.metrics.referrals_received.labels(kind=notice.referral.kind.value, channel="xml").inc()
+        results.append({**item, "status": 202 if accepted.created else 200, **accepted.body()})
+    return _json({"results": results}, 207)
+
+
+@routes.get("/v1/schema/kela-notices.xsd", name="get_notices_xsd")
+async def get_notices_xsd(_request: web.Request) -> web.Response:
+    return web.Response(body=notices_xsd(), content_type="application/xml", charset="utf-8")
 
 
 @routes.post("/v1/referrals/{referral_id}/answers", name="post_answer")

@@ -49,7 +49,7 @@ class _Envelope:
     redelivered: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     """One running consume(): close() stops it taking new messages and waits for its handlers."""
 

@@ -81,7 +81,7 @@ _BROKER_HEADERS = frozenset(
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class _Session:
     """One running consume(): close() stops it taking new messages and waits for its handlers."""
 
@@ -346,16 +346,23 @@ class RabbitMQTransport:
                 async with asyncio.TaskGroup() as tg:
                     for _ in range(prefetch):
                         tg.create_task(self._work(queue, deliveries, handler, session))
+                    await session.stopping.wait()
+                    # Closing: no new deliveries while the running handlers finish.
+                    await self._cancel_consumer(amqp_queue, consumer_tag)
             finally:
                 # Messages still in `deliveries` are unacked: closing the channel returns them.
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(amqp_queue.cancel(consumer_tag), timeout=5)
+                await self._cancel_consumer(amqp_queue, consumer_tag)
         finally:
             self._sessions.discard(session)
             if channel is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(channel.close(), timeout=5)
             session.done.set()
+
+    @staticmethod
+    async def _cancel_consumer(amqp_queue: AbstractQueue, consumer_tag: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(amqp_queue.cancel(consumer_tag), timeout=5)
 
     async def _work(
         self,

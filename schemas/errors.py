@@ -6,6 +6,7 @@ value can be an identity code, so only `loc`, `msg` and `type` ever leave this m
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
@@ -29,10 +30,20 @@ def _safe_msg(err: Any) -> str:
     return msg
 
 
+_HETU_LIKE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]")
+
+
+def _safe_loc_part(part: str | int) -> str | int:
+    """An unknown key is echoed in `loc`; a key shaped like an identity code is masked."""
+    if isinstance(part, str) and _HETU_LIKE.search(part):
+        return "<redacted>"
+    return part
+
+
 def error_items_from_pydantic(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[ErrorItem]:
     items: list[ErrorItem] = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = [*prefix, *(p for p in err["loc"])]
+        loc = [*prefix, *(_safe_loc_part(p) for p in err["loc"])]
         items.append({"loc": loc, "msg": _safe_msg(err), "type": str(err["type"])})
     return items
 

@@ -1,16 +1,31 @@
 """The transport contract: one suite, run on the embedded transport and on the real RabbitMQ.
 
 Tests wait on conditions (a Collector seeing a message, a handler reaching a count), never on
-sleeps. The few RabbitMQ-only checks (reconnect after the broker drops connections, the
-definitions file accepted by the server) come last.
+sleeps. The RabbitMQ runs use a throw-away vhost per test session (made with rabbitmqctl and
+deleted at the end), so they never drain `handoff.dead` / `handoff.unrouted` of anything else on
+the same broker, and fresh area codes per test, so tests never see each other's messages. Without
+RabbitMQ the rabbitmq runs skip, except in CI (CI=true), where they fail. The few RabbitMQ-only
+checks (reconnect after the broker drops connections, the definitions file accepted by the
+server) come last.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.parse
 import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import aio_pika
 import pytest
@@ -35,6 +50,7 @@ from broker.transport import (
     Ack,
     DeadLetter,
     Disposition,
+    Handler,
     InboundMessage,
     OutboundMessage,
     PublishError,
@@ -44,24 +60,218 @@ from broker.transport import (
     referral_routing_key,
     update_routing_key,
 )
-from transport_fixtures import (  # noqa: F401  (fixtures are found by name)
-    DELIVERY_LIMIT,
-    RETRY_TIERS_S,
-    WAIT_S,
-    Collector,
-    Consumers,
-    Harness,
-    RabbitEnv,
-    consumers,
-    delete_queues,
-    fresh_area,
-    harness,
-    make_transport,
-    missing,
-    rabbit_env,
-    rabbit_harness,
-    run_ctl,
+from broker.transport_embedded import EmbeddedTransport
+from broker.transport_rabbitmq import RabbitMQTransport
+
+# -- fixtures and helpers ----------------------------------------------------------------------
+
+AMQP_URL = os.environ.get("HANDOFF_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
+IN_CI = os.environ.get("CI") == "true"
+
+# Small tiers keep the suite fast. The names encode the delay ("handoff.retry.200ms"), and "1s"
+# has the production TTL, so these never clash with queues declared by another configuration.
+RETRY_TIERS_S = (0.2, 1.0)
+DELIVERY_LIMIT = 5
+ERROR_RETRY_DELAY_S = 0.2
+WAIT_S = 10.0
+
+
+def missing(what: str) -> NoReturn:
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI (CI=true) but is not available")
+    pytest.skip(f"{what} is not available on this machine")
+
+
+def _rabbitmqctl_path() -> str | None:
+    # root's PATH has /usr/sbin, other users' often do not.
+    if found := shutil.which("rabbitmqctl"):
+        return found
+    return "/usr/sbin/rabbitmqctl" if os.path.exists("/usr/sbin/rabbitmqctl") else None
+
+
+def rabbitmqctl() -> str:
+    path = _rabbitmqctl_path()
+    if path is None:
+        missing("rabbitmqctl")
+    return path
+
+
+def run_ctl(*args: str) -> str:
+    done = subprocess.run(
+        [rabbitmqctl(), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+    return done.stdout
+
+
+def _reachable(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 5672), 1):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class RabbitEnv:
+    url: str
+    vhost: str | None
+    """None when rabbitmqctl is missing and the tests share the URL's own vhost."""
+
+
+@pytest.fixture(scope="session")
+def rabbit_env() -> Iterator[RabbitEnv]:
+    if not _reachable(AMQP_URL):
+        missing(f"RabbitMQ at {AMQP_URL.rsplit('@', 1)[-1]}")
+    if _rabbitmqctl_path() is None:
+        yield RabbitEnv(AMQP_URL, None)
+        return
+    vhost = f"handoff-test-{uuid.uuid4().hex[:8]}"
+    user = urllib.parse.urlsplit(AMQP_URL).username or "guest"
+    run_ctl("add_vhost", vhost)
+    try:
+        run_ctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        base = AMQP_URL.rsplit("/", 1)[0]
+        yield RabbitEnv(f"{base}/{urllib.parse.quote(vhost, safe='')}", vhost)
+    finally:
+        run_ctl("delete_vhost", vhost)
+
+
+def fresh_area() -> str:
+    return "t" + uuid.uuid4().hex[:8]
+
+
+@dataclass
+class Harness:
+    kind: str
+    transport: Transport
+    areas: list[str]
+    rabbit: RabbitEnv | None = None
+
+
+def make_transport(kind: str, rabbit: RabbitEnv | None) -> Transport:
+    if kind == "embedded":
+        return EmbeddedTransport(
+            delivery_limit=DELIVERY_LIMIT, error_retry_delay_s=ERROR_RETRY_DELAY_S
+        )
+    assert rabbit is not None
+    return RabbitMQTransport(
+        rabbit.url,
+        delivery_limit=DELIVERY_LIMIT,
+        retry_tiers_s=RETRY_TIERS_S,
+        error_retry_delay_s=ERROR_RETRY_DELAY_S,
+        reconnect_interval_s=0.2,
+        connection_name="handoff-contract-test",
+    )
+
+
+async def delete_queues(url: str, names: list[str]) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for name in names:
+            await channel.queue_delete(name)
+    finally:
+        await connection.close()
+
+
+@contextlib.asynccontextmanager
+async def open_harness(kind: str, rabbit: RabbitEnv | None) -> AsyncIterator[Harness]:
+    transport = make_transport(kind, rabbit)
+    areas = [fresh_area(), fresh_area()]
+    await transport.start(areas)
+    try:
+        yield Harness(kind, transport, areas, rabbit)
+    finally:
+        await transport.close()
+        if rabbit is not None:
+            await delete_queues(rabbit.url, [intake_queue(a) for a in areas])
+
+
+@pytest.fixture(
+    params=["embedded", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)],
 )
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    """The contract fixture: every test that takes it runs once per transport."""
+    kind: str = request.param
+    rabbit: RabbitEnv | None = request.getfixturevalue("rabbit_env") if kind == "rabbitmq" else None
+    async with open_harness(kind, rabbit) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def rabbit_harness(rabbit_env: RabbitEnv) -> AsyncIterator[Harness]:
+    """For the few RabbitMQ-only checks (reconnects, the definitions file)."""
+    async with open_harness("rabbitmq", rabbit_env) as opened:
+        yield opened
+
+
+class Collector:
+    """A handler that records every delivery and lets the test wait for a condition over them."""
+
+    def __init__(self, decide: Callable[[InboundMessage], Disposition] | None = None) -> None:
+        self.messages: list[InboundMessage] = []
+        self.times: list[float] = []
+        self._decide = decide or (lambda _m: Ack())
+        self._changed = asyncio.Event()
+
+    async def __call__(self, message: InboundMessage) -> Disposition:
+        self.messages.append(message)
+        self.times.append(time.monotonic())
+        self._changed.set()
+        return self._decide(message)
+
+    def with_id(self, event_id: str) -> list[InboundMessage]:
+        return [m for m in self.messages if m.event_id == event_id]
+
+    async def wait_for(
+        self, condition: Callable[[], bool], *, timeout: float = WAIT_S, what: str = "condition"
+    ) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"timed out waiting for {what}; got {self.messages!r}") from None
+
+    async def wait_for_id(self, event_id: str, *, count: int = 1) -> list[InboundMessage]:
+        await self.wait_for(
+            lambda: len(self.with_id(event_id)) >= count, what=f"{count} x {event_id}"
+        )
+        return self.with_id(event_id)
+
+
+class Consumers:
+    """consume() tasks started by a test; cancelled and awaited when the test ends."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(
+        self, transport: Transport, queue: str, handler: Handler, *, prefetch: int = 16
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(transport.consume(queue, handler, prefetch=prefetch))
+        self.tasks.append(task)
+        return task
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+@pytest.fixture
+async def consumers() -> AsyncIterator[Consumers]:
+    started = Consumers()
+    try:
+        yield started
+    finally:
+        await started.stop()
 
 
 def referral(
@@ -308,6 +518,7 @@ async def test_close_lets_running_handlers_finish(harness: Harness, consumers: C
 
 
 async def test_publish_after_close_raises_and_readiness_follows(harness: Harness) -> None:
+    assert isinstance(harness.transport, Transport)
     assert await harness.transport.is_ready()
 
     await harness.transport.close()
@@ -389,7 +600,7 @@ async def test_consumers_and_publishing_resume_after_the_broker_drops_connection
 
 @pytest.mark.rabbitmq
 async def test_definitions_are_accepted_by_the_server_and_match_the_declarer(
-    rabbit_env: RabbitEnv, tmp_path: Path
+    rabbit_env: RabbitEnv,
 ) -> None:
     if rabbit_env.vhost is None:
         missing("rabbitmqctl (to import definitions)")
@@ -398,11 +609,16 @@ async def test_definitions_are_accepted_by_the_server_and_match_the_declarer(
         areas, delivery_limit=DELIVERY_LIMIT, retry_tiers_s=RETRY_TIERS_S, vhost=rabbit_env.vhost
     )
     assert {"exchanges", "queues", "bindings"} <= definitions.keys()
-    path = tmp_path / "definitions.json"
-    path.write_text(json.dumps(definitions, indent=2))
     intakes = [intake_queue(a) for a in areas if a != "kela"]
     try:
-        await asyncio.to_thread(run_ctl, "import_definitions", str(path))
+        # The packaged rabbitmqctl runs as the rabbitmq user (`su rabbitmq`), who cannot read
+        # pytest's private tmp_path, and RabbitMQ 3.10 refuses "-" (stdin): a readable copy it is.
+        with tempfile.TemporaryDirectory(prefix="handoff-definitions-") as shared:
+            Path(shared).chmod(0o755)
+            path = Path(shared) / "definitions.json"
+            path.write_text(json.dumps(definitions, indent=2))
+            path.chmod(0o644)
+            await asyncio.to_thread(run_ctl, "import_definitions", str(path))
 
         listed = await asyncio.to_thread(
             run_ctl, "list_queues", "-p", rabbit_env.vhost, "--quiet", "name", "arguments"

@@ -464,7 +464,10 @@ class _Problems:
         self.items: list[ErrorItem] = []
 
     def add(self, loc: list[str | int], msg: str, type_: str) -> None:
-        self.items.append({"loc": loc, "msg": msg, "type": type_})
+        # Past the cut the list is truncated anyway; keeping it short keeps a notice of a
+        # hundred thousand stray elements cheap.
+        if len(self.items) <= MAX_ERRORS_PER_NOTICE:
+            self.items.append({"loc": loc, "msg": msg, "type": type_})
 
     def covers(self, loc: Sequence[str | int]) -> bool:
         # A schema error at or below a spot already reported is the same fault seen again
