@@ -193,3 +193,7 @@ def rabbitmq_definitions(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -93,13 +93,65 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
+def _rabbitmqctl(*args: str) -> None:
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def amqp_vhost_url() -> Iterator[str]:
+    """A throw-away vhost for the service tests, so they never meet other runs' messages."""
+    if not _port_open("127.0.0.1", 5672):
+        missing_service("RabbitMQ on 127.0.0.1:5672")
+    vhost = f"handoff-svc-{uuid.uuid4().hex[:8]}"
+    try:
+        _rabbitmqctl("add_vhost", vhost)
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+    except Exception as exc:  # no rabbitmqctl: a laptop with a remote broker
+        if IN_CI:
+            pytest.fail(f"rabbitmqctl could not create a test vhost: {exc}")
+        yield AMQP_URL
+        return
+    yield f"{AMQP_URL.rstrip('/')}/{vhost}"
+    try:
+        _rabbitmqctl("delete_vhost", vhost)
+    except Exception:
+        pass
+
+
+TEST_QUEUES = ["handoff.intake.08", "handoff.intake.90", "handoff.intake.19", "handoff.intake.03",
+               "handoff.intake.91", "handoff.kela.updates", "handoff.dead", "handoff.unrouted",
+               "handoff.retry.200ms", "handoff.retry.1s", "handoff.retry.5s"]
+
+
+async def _delete_queues(url: str) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    try:
+        for name in TEST_QUEUES:
+            channel = await connection.channel()
+            try:
+                await channel.queue_delete(name)
+            except Exception:
+                pass
+            finally:
+                if not channel.is_closed:
+                    await channel.close()
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(params=["embedded", "rabbitmq"])
 def transport_url(request: pytest.FixtureRequest) -> str:
     if request.param == "embedded":
         return "embedded"
-    if not _port_open("127.0.0.1", 5672):
-        missing_service("RabbitMQ on 127.0.0.1:5672")
-    return AMQP_URL
+    url: str = request.getfixturevalue("amqp_vhost_url")
+    asyncio.run(_delete_queues(url))
+    return url
 
 
 def base_settings(store_url: str, transport_url: str = "embedded", *,

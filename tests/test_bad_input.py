@@ -46,8 +46,8 @@ MIB = 1024 * 1024
 HETU = hetu_with(dt.date(1985, 3, 14), "-", 923)  # the valid code of the base body
 
 
-def base(kind: str = "support_need") -> dict[str, Any]:
-    return referral_body("BAD-1", kind=kind, personal_id=HETU)
+def base(kind: str = "support_need", kela_reference: str = "BAD-1") -> dict[str, Any]:
+    return referral_body(kela_reference, kind=kind, personal_id=HETU)
 
 
 def raw_hetu(ddmmyy: str, sign: str, individual: str) -> str:
@@ -95,8 +95,15 @@ def delete_at(path: list[Any]) -> Callable[[dict[str, Any]], Any]:
     return mutate
 
 
+@dataclass(frozen=True)
+class Whole:
+    """A mutation's answer when the whole body is replaced (by a list, null, ...)."""
+
+    value: Any
+
+
 def replace_with(value: Any) -> Callable[[dict[str, Any]], Any]:
-    return lambda _body: copy.deepcopy(value)
+    return lambda _body: Whole(copy.deepcopy(value))
 
 
 PID = ["client", "personal_id"]
@@ -206,9 +213,9 @@ GROUPS: dict[str, list[Bad]] = {
 
 
 def _bad_body(row: Bad) -> Any:
-    body = base(row.kind)
+    body = base(row.kind, f"BAD-{row.id}")  # a reference per row: one accepted row hides no other
     replaced = row.mutate(body)
-    return body if replaced is None else replaced
+    return replaced.value if isinstance(replaced, Whole) else body
 
 
 def _sent_codes(body: Any) -> list[str]:
