@@ -244,7 +244,8 @@ class CaseService:
                 obs.first_reply_latency_s = (now - case.received_at).total_seconds()
             values.update(self._milestones(case, reply.status, now))
             reply_data = reply.model_dump(mode="json", exclude_none=True)
-            final_state, extra = target.value, {}
+            final_state: str = target.value
+            extra: dict[str, dict[str, Any]] = {}
             if target is S.RETURNED:
                 final_state, extra = await self._returned(conn, case, reply, now, values)
             values["state"] = final_state
@@ -300,7 +301,7 @@ class CaseService:
         elif count > self.settings.routing.max_returns:
             reason, guard = f"returned {count} times (limit {self.settings.routing.max_returns})", True
         else:
-            state, reason = self.route_decision(target)
+            _state, reason = self.route_decision(target)
         if reason is None and target is not None:
             values["area"] = target
             values["areas_tried"] = ",".join([*tried, target])

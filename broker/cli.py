@@ -93,7 +93,9 @@ def routes_check(config: ConfigOpt = None) -> None:
     for code, area in classification.areas.items():
         route = settings.route_for(code)
         if route is None:
-            note = "UNROUTABLE (no route)" + (" - Åland is outside the county reform" if code == ALAND_AREA else "")
+            note = "UNROUTABLE (no route)"
+            if code == ALAND_AREA:
+                note += " - Åland is outside the county reform"
             typer.echo(f"{code} {area.name_fi}: {note}")
             continue
         target = route.url or (str(route.directory) if route.directory else "inbox (pull)")

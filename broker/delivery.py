@@ -44,7 +44,8 @@ log = structlog.get_logger(__name__)
 def backoff_s(attempt: int, settings: DeliverySettings, rng: random.Random | None = None) -> float:
     """1 s, 2 s, 4 s, ... capped at max_backoff_s, each scaled by a jitter in [0.5, 1.0]."""
     base = min(settings.max_backoff_s, settings.initial_backoff_s * 2 ** max(0, attempt - 1))
-    return base * (0.5 + 0.5 * (rng or random).random())
+    jitter: float = (rng or random).random()
+    return float(base * (0.5 + 0.5 * jitter))
 
 
 @dataclass(frozen=True)

@@ -73,7 +73,7 @@ class CaseRow:
     referral_json: str | None
 
     @classmethod
-    def from_row(cls, row: Mapping[str, Any]) -> CaseRow:
+    def from_row(cls, row: Mapping[Any, Any]) -> CaseRow:
         return cls(**{f: row[f] for f in cls.__dataclass_fields__})
 
     @property

@@ -7,6 +7,7 @@ processes relay at once without double publishing: each claims its rows with FOR
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import sqlalchemy as sa
@@ -44,10 +45,8 @@ class OutboxRelay:
                 count = 0
             if count >= self._settings.batch_size:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.poll_interval_s)
-            except TimeoutError:
-                pass
 
     async def drain_once(self) -> int:
         """Publish one batch; returns how many rows were confirmed."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import structlog
 
@@ -39,10 +40,10 @@ class Supervisor:
             if requeued:
                 log.info("outbox_requeued", count=requeued)
 
-    def _jobs(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+    def _jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         svc = self.services
         prefetch = svc.settings.transport.prefetch
-        jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [("relay", svc.relay.run)]
+        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [("relay", svc.relay.run)]
         for area in svc.settings.intake_areas:
             jobs.append((f"consume_{area}", lambda a=area: svc.transport.consume(  # type: ignore[misc]
                 intake_queue(a), svc.intake_worker.handle, prefetch=prefetch)))

@@ -5,8 +5,18 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
-    "CaseState", "ClientFeedbackRating", "ConsentMethod", "Decision", "Finding", "Kind", "Need",
-    "Outcome", "ReferralQuality", "ReplyStatus", "Urgency", "UpdateType",
+    "CaseState",
+    "ClientFeedbackRating",
+    "ConsentMethod",
+    "Decision",
+    "Finding",
+    "Kind",
+    "Need",
+    "Outcome",
+    "ReferralQuality",
+    "ReplyStatus",
+    "UpdateType",
+    "Urgency",
 ]
 
 

@@ -7,6 +7,7 @@ in CI (CI=true), where the server must be there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -116,10 +117,8 @@ def amqp_vhost_url() -> Iterator[str]:
         yield AMQP_URL
         return
     yield f"{AMQP_URL.rstrip('/')}/{vhost}"
-    try:
+    with contextlib.suppress(Exception):
         _rabbitmqctl("delete_vhost", vhost)
-    except Exception:
-        pass
 
 
 TEST_QUEUES = ["handoff.intake.08", "handoff.intake.90", "handoff.intake.19", "handoff.intake.03",

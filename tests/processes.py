@@ -147,7 +147,7 @@ async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: 
                         accepted[ref] = (await r.json())["referral_id"]
                         if on_accepted is not None:
                             on_accepted(len(accepted))
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (aiohttp.ClientError, TimeoutError):
                 pass  # the process was killed mid-request: no 202, no promise
 
     timeout = aiohttp.ClientTimeout(total=10)

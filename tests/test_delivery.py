@@ -48,7 +48,7 @@ async def test_webhook_envelope_and_signature(make_client, store_url, transport_
     assert env["type"] == "referral" and env["referral_id"] == rid and env["area"] == "08"
     assert env["data"]["referral_id"] == rid and env["data"]["received_at"]
     assert env["data"]["client"]["municipality_code"] == "837"
-    assert [e for e in case["events"] if e["type"] == "delivered"][0]["via"] == "webhook"
+    assert next(e for e in case["events"] if e["type"] == "delivered")["via"] == "webhook"
     assert receiver.by_event[event_id] == 1
 
 

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["SIGNATURE_HEADER", "EVENT_ID_HEADER", "envelope", "render_envelope", "sign", "verify"]
+__all__ = ["EVENT_ID_HEADER", "SIGNATURE_HEADER", "envelope", "render_envelope", "sign", "verify"]
 
 EVENT_ID_HEADER = "X-Handoff-Event-Id"
 SIGNATURE_HEADER = "X-Handoff-Signature"
