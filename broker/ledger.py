@@ -14,7 +14,6 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -297,9 +296,10 @@ def _alembic_upgrade(connection: Connection) -> None:
     from alembic import command
     from alembic.config import Config
 
-    ini = resources.files("broker").joinpath("alembic.ini")
-    cfg = Config(str(ini))
-    cfg.set_main_option("script_location", str(resources.files("broker").joinpath("migrations")))
+    # A real directory is needed (Alembic lists the versions folder); the package ships it as files.
+    here = Path(__file__).resolve().parent
+    cfg = Config(str(here / "alembic.ini"))
+    cfg.set_main_option("script_location", str(here / "migrations"))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
 

@@ -10,7 +10,7 @@ import csv
 import io
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 
 __all__ = ["ALAND_AREA", "Area", "Classification", "Municipality"]
 
@@ -40,7 +40,7 @@ class Classification:
     @staticmethod
     @lru_cache(maxsize=1)
     def load() -> Classification:
-        text = resources.files("broker").joinpath("data/municipalities_fi.csv").read_text("utf-8")
+        text = (Path(__file__).resolve().parent / "data" / "municipalities_fi.csv").read_text("utf-8")
         municipalities: dict[str, Municipality] = {}
         areas: dict[str, Area] = {}
         for row in csv.DictReader(io.StringIO(text)):

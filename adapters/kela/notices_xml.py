@@ -67,7 +67,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from importlib import resources
+from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
@@ -698,4 +698,6 @@ def render_notice_batch(referrals: Iterable[Referral]) -> bytes:
 
 def notices_xsd() -> bytes:
     """The XML Schema served at GET /v1/schema/kela-notices.xsd, from the installed package."""
-    return resources.files("schemas").joinpath("kela-notices.xsd").read_bytes()
+    import schemas
+
+    return (Path(schemas.__file__).resolve().parent / "kela-notices.xsd").read_bytes()
