@@ -8,9 +8,18 @@ that their errors can name the field they are about.
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+)
 
 from schemas.enums import (
     ConsentMethod,
@@ -32,6 +41,18 @@ __all__ = [
 
 MAX_TEXT = 4000
 
+
+def _timestamp_not_number(value: Any) -> Any:
+    """JSON timestamps are ISO 8601 strings; pydantic's lax mode would read a number as epoch seconds."""
+    if isinstance(value, bool | int | float):
+        raise ValueError("must be an ISO 8601 date-time string with a UTC offset")
+    return value
+
+
+# Timestamps must carry an offset; booleans must be JSON booleans ("yes" or 1 is a 422, not True).
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_not_number)]
+Flag = StrictBool
+
 PersonalId = Annotated[str, StringConstraints(max_length=11, min_length=11), AfterValidator(validate_hetu)]
 MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
@@ -51,7 +72,7 @@ class Client(_Model):
     first_names: ShortText
     last_name: ShortText
     language: Language = Field(description="ISO 639-1 code, e.g. fi, sv, en, ar, so, ru.")
-    interpreter_needed: bool = False
+    interpreter_needed: Flag = False
     phone: Phone | None = None
     email: Email | None = None
     address: Annotated[str, StringConstraints(max_length=500)] | None = None
@@ -61,8 +82,8 @@ class Client(_Model):
 
 
 class Consent(_Model):
-    given: bool
-    given_at: AwareDatetime | None = None
+    given: Flag
+    given_at: Timestamp | None = None
     method: ConsentMethod | None = None
     scope: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
@@ -98,8 +119,8 @@ class Referral(_Model):
     description: LongText | None = None
     kela: KelaInfo = Field(default_factory=KelaInfo)
     attachments: list[Attachment] = Field(default_factory=list, max_length=100)
-    sent_at: AwareDatetime
-    received_at: AwareDatetime | None = Field(default=None, description="Set by the broker.")
+    sent_at: Timestamp
+    received_at: Timestamp | None = Field(default=None, description="Set by the broker.")
 
 
 class Worker(_Model):
@@ -110,7 +131,7 @@ class Worker(_Model):
 
 class ClientFeedback(_Model):
     rating: Annotated[int, Field(ge=1, le=5, strict=True)]
-    heard: bool | None = None
+    heard: Flag | None = None
 
 
 class Reply(_Model):
@@ -125,7 +146,7 @@ class Reply(_Model):
     decision: Decision | None = None
     outcome: Outcome | None = None
     message: LongText | None = None
-    sent_at: AwareDatetime
+    sent_at: Timestamp
     referral_quality: ReferralQuality | None = None
     findings: list[Finding] | None = Field(default=None, max_length=len(Finding))
     client_feedback: ClientFeedback | None = None
@@ -136,4 +157,4 @@ class Answer(_Model):
 
     answer_id: Key
     message: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT)]
-    sent_at: AwareDatetime
+    sent_at: Timestamp

@@ -495,3 +495,15 @@ async def test_closed_is_final(make_client, store_url) -> None:
                           headers=auth(ADMIN_TOKEN))
     assert r.status == 409
     assert await get_case(client, rid) == before
+
+
+async def test_history_event_ids_are_unique(make_client, store_url) -> None:
+    """Each history item names its own event: the `delivered` event must not show the id of the
+    message it delivered (that belongs to the `routed` event) in place of its own."""
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "HIST-1")
+    await drive_to(client, rid, "acknowledged")
+    case = await get_case(client, rid)
+    ids = [e["event_id"] for e in case["events"]]
+    assert len(ids) == len(set(ids)), [(e["type"], e["event_id"]) for e in case["events"]]
+    assert [e["type"] for e in case["events"]][:4] == ["received", "routed", "delivered", "reply"]
