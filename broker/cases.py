@@ -146,7 +146,7 @@ class CaseService:
             referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,
             body_sha256=sha, kind=referral.kind.value, urgency=referral.urgency.value, state=state,
             area=area, municipality_code=referral.client.municipality_code, received_at=now,
-            state_changed_at=now, return_count=0, areas_tried=area,
+            state_changed_at=now, return_count=0, areas_tried=area, escalated="",
             unroutable_reason=reason, referral_json=stored.model_dump_json(),
             ack_due_at=due.get("acknowledge"), assessment_due_at=due.get("assessment"),
             decision_due_at=due.get("decision"),

@@ -77,6 +77,9 @@ class SlaPolicy(BaseModel):
         description="Application transfers: decision at latest on the 7th working day "
         "(Social Assistance Act 1412/1997 § 14 a).",
     )
+    clock_interval_s: float = Field(
+        default=30.0, gt=0, description="How often the SLA clock looks for passed deadlines.",
+    )
 
     @model_validator(mode="after")
     def _urgent_not_slower(self) -> Self:

@@ -66,6 +66,7 @@ class CaseRow:
     ack_due_at: dt.datetime | None
     assessment_due_at: dt.datetime | None
     decision_due_at: dt.datetime | None
+    escalated: str
     return_count: int
     areas_tried: str
     unroutable_reason: str | None

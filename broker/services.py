@@ -18,6 +18,7 @@ from broker.metrics import Metrics
 from broker.relay import OutboxRelay
 from broker.routing import Classification
 from broker.settings import Settings
+from broker.sla_clock import SlaClock
 from broker.transport import Transport
 
 __all__ = ["SERVICES", "Services", "build_services"]
@@ -37,6 +38,7 @@ class Services:
     intake_worker: IntakeWorker
     kela_worker: KelaUpdatesWorker
     dead_recorder: DeadLetterRecorder
+    sla_clock: SlaClock
     accepting: bool = True
 
 
@@ -82,4 +84,5 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
         metrics=metrics, tokens=TokenBook(settings.parties), cases=cases, relay=relay,
         http_client=http_client, intake_worker=IntakeWorker(*args), kela_worker=KelaUpdatesWorker(*args),
         dead_recorder=DeadLetterRecorder(*args),
+        sla_clock=SlaClock(ledger, cases, interval_s=settings.sla.clock_interval_s),
     )

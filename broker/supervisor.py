@@ -43,7 +43,8 @@ class Supervisor:
     def _jobs(self) -> list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]]:
         svc = self.services
         prefetch = svc.settings.transport.prefetch
-        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [("relay", svc.relay.run)]
+        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("relay", svc.relay.run), ("sla_clock", svc.sla_clock.run)]
         for area in svc.settings.intake_areas:
             jobs.append((f"consume_{area}", lambda a=area: svc.transport.consume(  # type: ignore[misc]
                 intake_queue(a), svc.intake_worker.handle, prefetch=prefetch)))

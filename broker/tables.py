@@ -84,6 +84,7 @@ cases = Table(
     Column("ack_due_at", TS, nullable=True),
     Column("assessment_due_at", TS, nullable=True),
     Column("decision_due_at", TS, nullable=True),
+    Column("escalated", String(64), nullable=False, default=""),
     Column("return_count", Integer, nullable=False, default=0),
     Column("areas_tried", String(200), nullable=False, default=""),
     Column("unroutable_reason", String(200), nullable=True),
@@ -92,6 +93,9 @@ cases = Table(
     Index("ix_cases_area_state", "area", "state"),
     Index("ix_cases_state_received", "state", "received_at"),
     Index("ix_cases_received", "received_at"),
+    Index("ix_cases_ack_due", "ack_due_at"),
+    Index("ix_cases_assessment_due", "assessment_due_at"),
+    Index("ix_cases_decision_due", "decision_due_at"),
 )
 
 events = Table(

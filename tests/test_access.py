@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import structlog
+from structlog.testing import LogCapture
 
 from tests.conftest import (
     ADMIN_TOKEN,
@@ -184,6 +186,30 @@ async def test_intake_inbox_shows_only_its_own_area(make_client, store_url) -> N
         assert [i["referral_id"] for i in (await r.json())["items"]] == [rid]
     r = await client.get("/v1/inbox", headers=auth(intake_token("19")))
     assert (await r.json()) == {"items": [], "next": None}
+
+
+async def test_reading_a_case_is_audited(make_client, store_url) -> None:
+    """DESIGN § 1: every read of case data is audited. Whatever the mechanism (a case event with
+    the reader as actor, or a log event naming the case and the reader), a read must leave a trace
+    that says who read which case."""
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "AUDIT-1")
+    capture = LogCapture()
+    previous = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        r = await client.get(f"/v1/referrals/{rid}", headers=auth(intake_token("08")))
+    finally:
+        structlog.configure(**previous)
+    assert r.status == 200
+    logged = [e for e in capture.entries
+              if e.get("referral_id") == rid and e.get("party") == "intake-08"]
+    case = await get_case(client, rid)
+    recorded = [e for e in case["events"]
+                if e.get("actor") == "intake-08" and e["type"] not in ("reply", "fetched")]
+    assert logged or recorded, ("no audit trace of intake-08 reading the case: events "
+                                f"{[(e['type'], e.get('actor')) for e in case['events']]}, "
+                                f"log events {[e.get('event') for e in capture.entries]}")
 
 
 # --- public endpoints -------------------------------------------------------------------------

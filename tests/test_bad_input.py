@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from broker.tables import cases as cases_table
 from tests.conftest import (
@@ -114,6 +115,8 @@ GROUPS: dict[str, list[Bad]] = {
         Bad("impossible_date_31_feb", set_at(PID, raw_hetu("310290", "-", "923")), PID),
         Bad("impossible_date_29_feb_2001", set_at(PID, raw_hetu("290201", "A", "931")), PID),
         Bad("impossible_month_13", set_at(PID, raw_hetu("011385", "-", "931")), PID),
+        Bad("impossible_date_29_feb_1900", set_at(PID, raw_hetu("290200", "-", "931")), PID),
+        Bad("impossible_day_00", set_at(PID, raw_hetu("000385", "-", "931")), PID),
         Bad("unknown_century_sign_G", set_at(PID, raw_hetu("140385", "G", "923")), PID),
         Bad("unknown_century_sign_Z", set_at(PID, raw_hetu("140385", "Z", "923")), PID),
         Bad("lowercase", set_at(PID, _lowercase_code()), PID),
@@ -164,6 +167,7 @@ GROUPS: dict[str, list[Bad]] = {
             kind="support_need_without_consent"),
         Bad("kela_reference_empty", set_at(["kela_reference"], ""), ["kela_reference"]),
         Bad("kela_reference_spaces", set_at(["kela_reference"], "K 1"), ["kela_reference"]),
+        Bad("kela_reference_129", set_at(["kela_reference"], "K" * 129), ["kela_reference"]),
         Bad("first_names_empty", set_at(["client", "first_names"], ""),
             ["client", "first_names"]),
     ],
@@ -227,26 +231,54 @@ def _sent_codes(body: Any) -> list[str]:
     return codes
 
 
+async def _metric(client: Any, name: str, labels: str) -> float:
+    r = await client.get("/metrics")
+    for line in (await r.text()).splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 @pytest.mark.parametrize("group", list(GROUPS))
 async def test_bad_referral_is_422_naming_the_field(make_client, store_url, group: str) -> None:
     client = await make_client(base_settings(store_url))
     problems: list[str] = []
-    for row in GROUPS[group]:
-        body = _bad_body(row)
-        r = await client.post("/v1/referrals", data=json.dumps(body),
-                              headers={**auth(KELA_TOKEN), "Content-Type": "application/json"})
-        try:
-            out = await assert_safe_422(r, secrets=_sent_codes(body))
-        except AssertionError as exc:
-            problems.append(f"{row.id}: {exc}")
-            continue
-        if row.loc not in error_locs(out):
-            problems.append(f"{row.id}: loc {row.loc} not among {error_locs(out)}")
+    sent: list[str] = []
+    rejected = 0
+    with capture_logs() as logs:
+        for row in GROUPS[group]:
+            body = _bad_body(row)
+            sent += _sent_codes(body)
+            r = await client.post("/v1/referrals", data=json.dumps(body),
+                                  headers={**auth(KELA_TOKEN), "Content-Type": "application/json"})
+            rejected += r.status == 422
+            try:
+                out = await assert_safe_422(r, secrets=_sent_codes(body))
+            except AssertionError as exc:
+                problems.append(f"{row.id}: {exc}")
+                continue
+            if row.loc not in error_locs(out):
+                problems.append(f"{row.id}: loc {row.loc} not among {error_locs(out)}")
     assert not problems, "\n".join(problems)
+    logged = repr(logs)
+    assert not [code for code in sent if code in logged], "a log event carries an identity code"
+    assert await _metric(client, "handoff_validation_rejections_total", 'channel="api"') == rejected
     # Nothing of the rejected bodies reached the ledger.
     async with services_of(client).ledger.engine.connect() as conn:
         assert (await conn.execute(sa.select(sa.func.count()).select_from(cases_table))
                 ).scalar_one() == 0
+
+
+async def test_unknown_key_shaped_like_an_identity_code_is_not_echoed(make_client,
+                                                                      store_url) -> None:
+    """`loc` names an unknown field, unless the key itself is an identity code."""
+    client = await make_client(base_settings(store_url))
+    body = base(kela_reference="BAD-KEY")
+    code = hetu_with(dt.date(1977, 5, 6), "-", 944)
+    body["client"][code] = "x"
+    r = await client.post("/v1/referrals", json=body, headers=auth(KELA_TOKEN))
+    out = await assert_safe_422(r, secrets=[code, HETU])
+    assert [(e["loc"][0], e["type"]) for e in out["errors"]] == [("client", "extra_forbidden")]
 
 
 # --- what must be accepted -------------------------------------------------------------------

@@ -264,6 +264,19 @@ async def test_concurrent_identical_replies_apply_once(make_client, store_url) -
     assert [i["type"] for i in feed] == ["reply"]
 
 
+async def test_concurrent_different_replies_one_wins(make_client, store_url) -> None:
+    """Ten intake workers acknowledge at once: one `received` fits, the other nine are 409."""
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "RACE-1")
+    results = await asyncio.gather(*(reply(client, rid, "received", reply_id=f"RACE-{i}")
+                                     for i in range(10)))
+    assert sorted(code for code, _ in results) == [202] + [409] * 9, results
+    case = await get_case(client, rid)
+    assert case["state"] == "acknowledged"
+    assert len(case_events(case, "reply")) == 1
+    assert [i["type"] for i in await _feed(client) if i["referral_id"] == rid] == ["reply"]
+
+
 # --- a reply proves delivery (§ 10) ---------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('ack_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('assessment_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('decision_due_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('escalated', sa.String(length=64), nullable=False),
     sa.Column('return_count', sa.Integer(), nullable=False),
     sa.Column('areas_tried', sa.String(length=200), nullable=False),
     sa.Column('unroutable_reason', sa.String(length=200), nullable=True),
@@ -47,7 +48,10 @@ def upgrade() -> None:
     sa.UniqueConstraint('sender', 'kela_reference', name='uq_cases_sender_reference')
     )
     with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.create_index('ix_cases_ack_due', ['ack_due_at'], unique=False)
         batch_op.create_index('ix_cases_area_state', ['area', 'state'], unique=False)
+        batch_op.create_index('ix_cases_assessment_due', ['assessment_due_at'], unique=False)
+        batch_op.create_index('ix_cases_decision_due', ['decision_due_at'], unique=False)
         batch_op.create_index('ix_cases_received', ['received_at'], unique=False)
         batch_op.create_index('ix_cases_state_received', ['state', 'received_at'], unique=False)
 
@@ -144,7 +148,10 @@ def downgrade() -> None:
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.drop_index('ix_cases_state_received')
         batch_op.drop_index('ix_cases_received')
+        batch_op.drop_index('ix_cases_decision_due')
+        batch_op.drop_index('ix_cases_assessment_due')
         batch_op.drop_index('ix_cases_area_state')
+        batch_op.drop_index('ix_cases_ack_due')
 
     op.drop_table('cases')
 
