@@ -395,8 +395,10 @@ class CaseService:
                 raise Conflict(f"only unroutable, returned or failed cases can be re-routed by hand, "
                                f"not {case.state}")
             tried = case.tried_areas
+            # An operator's decision starts the ping-pong count afresh.
             await self.ledger.set_case(conn, case.pk, case.state, state=state, area=area,
                                        state_changed_at=now, delivered_at=None, unroutable_reason=None,
+                                       return_count=0,
                                        areas_tried=",".join([*tried, area] if area not in tried
                                                             else tried))
             event_id = await self.ledger.add_event(
@@ -431,7 +433,7 @@ class CaseService:
             await self.ledger.add_event(conn, referral_id=referral_id,
                                         type_="delivered" if event_type == "referral"
                                         else f"{event_type}_delivered",
-                                        at=now, area=area, data={"via": via, "event_id": event_id})
+                                        at=now, area=area, data={"via": via, "message_id": event_id})
         self._observed("delivered", obs)
         return True
 

@@ -193,6 +193,41 @@ def rabbitmq_definitions(
     typer.echo(str(output))
 
 
+@app.command()
+def bench(
+    store_url: Annotated[str | None, typer.Option(
+        help="Ledger store; default: a fresh database on postgres@127.0.0.1:5432, dropped after.")] = None,
+    amqp_url: Annotated[str, typer.Option(
+        help="RabbitMQ; its default vhost is replaced by a throw-away one when rabbitmqctl works.")
+    ] = "amqp://guest:guest@127.0.0.1:5672/",
+    count: Annotated[int, typer.Option(min=1, help="Messages for the ceiling and saturation runs.")] = 3000,
+    rate: Annotated[float, typer.Option(min=0.1, help="Offered referrals/s of the fixed-rate run.")] = 200.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of the fixed-rate run.")] = 15.0,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP clients at saturation.")] = 32,
+    soak: Annotated[float, typer.Option(min=0, help="Minutes of fixed-rate soak (0 = off).")] = 0.0,
+    processes: Annotated[int, typer.Option(min=1, help="Service processes sharing the load.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Measure the RabbitMQ ceiling and the end-to-end referral path in one run (issue 5)."""
+    import sys
+
+    from broker.bench import BenchError, BenchOptions, render_report, run_bench
+    from broker.logs import configure_logging
+
+    configure_logging("warning", "console")
+    try:
+        options = BenchOptions(store_url=store_url, amqp_url=amqp_url, count=count, rate=rate,
+                               duration_s=duration, concurrency=concurrency, soak_minutes=soak,
+                               processes=processes)
+        result = asyncio.run(run_bench(
+            options, show_progress=sys.stderr.isatty(),
+            on_started=lambda pids: typer.echo(f"service pid(s): {' '.join(map(str, pids))}", err=True)))
+    except BenchError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(json.dumps(result.as_json()) if as_json else render_report(result))
+
+
 def main() -> None:
     app()
 

@@ -236,13 +236,13 @@ class Ledger:
             )).mappings().all()
         history = []
         for r in rows:
-            item: dict[str, Any] = {"type": r["type"], "at": r["at"].isoformat(), "event_id": r["event_id"]}
+            # The row's own fields are applied last, so stored data can never mask them.
+            item: dict[str, Any] = json.loads(r["data"]) if r["data"] else {}
+            item.update(type=r["type"], at=r["at"].isoformat(), event_id=r["event_id"])
             if r["area"]:
                 item["area"] = r["area"]
             if r["actor"]:
                 item["actor"] = r["actor"]
-            if r["data"]:
-                item.update(json.loads(r["data"]))
             history.append(item)
         return case, history
 

@@ -58,7 +58,7 @@ reply_invalid_body               POST   /v1/referrals/{A}/replies             40
 reply_unknown_case               POST   /v1/referrals/{X}/replies             403  403   403   404  404  401  401
 answer                           POST   /v1/referrals/{I}/answers             202  202   403   403  403  401  401
 answer_not_info_requested        POST   /v1/referrals/{A}/answers             409  409   403   403  403  401  401
-updates                          GET    /v1/updates                           200  200   200   403  403  401  401
+updates                          GET    /v1/updates                           200  200   403   403  403  401  401
 dead_letters                     GET    /v1/admin/dead-letters                403  403   200   403  403  401  401
 replay_dead_letter               POST   /v1/admin/dead-letters/1/replay       403  403   404   403  403  401  401
 admin_route_unroutable           POST   /v1/admin/referrals/{U}/route         403  403   202   403  403  401  401
