@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from broker.dashboard import setup_dashboard
 from broker.http import routes
 from broker.http_errors import error_middleware
 from broker.metrics import Metrics
@@ -29,6 +30,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
     app = web.Application(middlewares=[error_middleware],
                           client_max_size=settings.server.max_body_bytes + 1024)
     app.add_routes(routes)
+    setup_dashboard(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         services = build_services(settings, transport=transport, metrics=metrics)

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from broker.ledger import Ledger, utcnow
-from broker.tables import cases, outbox
+from broker.tables import OPEN_STATES, cases, outbox
 
 __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
 
@@ -25,7 +25,7 @@ __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400,
                    3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
 
-_ACTIVE = ("routed", "delivered", "acknowledged", "in_progress", "info_requested")
+_ACTIVE = OPEN_STATES  # must match the partial indexes' predicate, so the planner can use them
 
 
 @dataclass

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters.municipal.envelope import envelope
 from broker.cases import CaseService
 from broker.ledger import Ledger, utcnow
-from broker.tables import cases
+from broker.tables import OPEN_STATES, cases
 from broker.transport import REFERRALS_EXCHANGE, referral_routing_key
 
 __all__ = ["DEADLINE_COLUMNS", "SlaClock"]
@@ -32,7 +32,7 @@ DEADLINE_COLUMNS = {
     "assessment": (cases.c.assessment_due_at, cases.c.assessment_started_at),
     "decision": (cases.c.decision_due_at, cases.c.decided_at),
 }
-_OPEN = ("routed", "delivered", "acknowledged", "in_progress", "info_requested")
+_OPEN = OPEN_STATES
 
 
 class SlaClock:

@@ -48,12 +48,13 @@ def upgrade() -> None:
     sa.UniqueConstraint('sender', 'kela_reference', name='uq_cases_sender_reference')
     )
     with op.batch_alter_table('cases', schema=None) as batch_op:
-        batch_op.create_index('ix_cases_ack_due', ['ack_due_at'], unique=False)
         batch_op.create_index('ix_cases_area_state', ['area', 'state'], unique=False)
-        batch_op.create_index('ix_cases_assessment_due', ['assessment_due_at'], unique=False)
-        batch_op.create_index('ix_cases_decision_due', ['decision_due_at'], unique=False)
+        batch_op.create_index('ix_cases_open_ack', ['area', 'ack_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
+        batch_op.create_index('ix_cases_open_assessment', ['area', 'assessment_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
+        batch_op.create_index('ix_cases_open_decision', ['area', 'decision_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
         batch_op.create_index('ix_cases_received', ['received_at'], unique=False)
         batch_op.create_index('ix_cases_state_received', ['state', 'received_at'], unique=False)
+        batch_op.create_index('ix_cases_unanswered', ['area', 'urgency', 'delivered_at'], unique=False, postgresql_where=sa.text("state = 'delivered' AND first_reply_at IS NULL"), sqlite_where=sa.text("state = 'delivered' AND first_reply_at IS NULL"))
 
     op.create_table('dead_letters',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -146,12 +147,13 @@ def downgrade() -> None:
 
     op.drop_table('dead_letters')
     with op.batch_alter_table('cases', schema=None) as batch_op:
+        batch_op.drop_index('ix_cases_unanswered', postgresql_where=sa.text("state = 'delivered' AND first_reply_at IS NULL"), sqlite_where=sa.text("state = 'delivered' AND first_reply_at IS NULL"))
         batch_op.drop_index('ix_cases_state_received')
         batch_op.drop_index('ix_cases_received')
-        batch_op.drop_index('ix_cases_decision_due')
-        batch_op.drop_index('ix_cases_assessment_due')
+        batch_op.drop_index('ix_cases_open_decision', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
+        batch_op.drop_index('ix_cases_open_assessment', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
+        batch_op.drop_index('ix_cases_open_ack', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
         batch_op.drop_index('ix_cases_area_state')
-        batch_op.drop_index('ix_cases_ack_due')
 
     op.drop_table('cases')
 
