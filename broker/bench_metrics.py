@@ -86,6 +86,9 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
         added += n
         if progress is not None:
             progress(have + added, count)
+    if not ledger.is_postgres and added:
+        async with ledger.transaction() as conn:
+            await conn.exec_driver_sql("ANALYZE")
     if ledger.is_postgres and added:
         # What autovacuum does on a live system: statistics, and the visibility map that lets the
         # gauge queries run as index-only scans over the partial indexes.

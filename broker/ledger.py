@@ -113,6 +113,11 @@ class Ledger:
             if self.is_postgres:
                 await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             await conn.run_sync(_alembic_upgrade)
+            if not self.is_postgres:
+                # SQLite plans with the partial indexes only once it has statistics; a bounded
+                # ANALYZE at start is cheap even on a large file.
+                await conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+                await conn.exec_driver_sql("ANALYZE")
 
     async def dispose(self) -> None:
         await self.engine.dispose()

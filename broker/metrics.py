@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from broker.ledger import Ledger, utcnow
-from broker.tables import OPEN_STATES, cases, outbox
+from broker.tables import cases, outbox, unanswered, waiting
 
 __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
 
@@ -25,7 +25,6 @@ __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
 LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 * 86400,
                    3 * 86400, 5 * 86400, 7 * 86400, 14 * 86400, 30 * 86400)
 
-_ACTIVE = OPEN_STATES  # must match the partial indexes' predicate, so the planner can use them
 
 
 @dataclass
@@ -48,8 +47,10 @@ class LedgerGauges(Collector):
         async with ledger.engine.connect() as conn:
             rows = await conn.execute(
                 sa.select(cases.c.area, cases.c.urgency, sa.func.count(), sa.func.min(cases.c.delivered_at))
-                .where(cases.c.state == "delivered", cases.c.first_reply_at.is_(None))
-                .group_by(cases.c.area, cases.c.urgency))
+                .where(unanswered())
+                .group_by(cases.c.area, cases.c.urgency)
+                # SQLite's planner prefers the (state, received_at) index on sampled statistics.
+                .with_hint(cases, "INDEXED BY ix_cases_unanswered", "sqlite"))
             for area, urgency, n, oldest in rows:
                 snap.unanswered[(area or "", urgency)] = int(n)
                 if oldest is not None:
@@ -57,13 +58,12 @@ class LedgerGauges(Collector):
                         oldest = oldest.replace(tzinfo=dt.UTC)
                     age = (now - oldest).total_seconds()
                     snap.oldest_unanswered[area or ""] = max(snap.oldest_unanswered.get(area or "", 0), age)
-            for name, due, met in (("acknowledge", cases.c.ack_due_at, cases.c.acknowledged_at),
-                                   ("assessment", cases.c.assessment_due_at,
-                                    cases.c.assessment_started_at),
-                                   ("decision", cases.c.decision_due_at, cases.c.decided_at)):
+            for name, due, met in (("acknowledge", cases.c.ack_due_at, "acknowledged_at"),
+                                   ("assessment", cases.c.assessment_due_at, "assessment_started_at"),
+                                   ("decision", cases.c.decision_due_at, "decided_at")):
                 rows = await conn.execute(
                     sa.select(cases.c.area, sa.func.count())
-                    .where(cases.c.state.in_(_ACTIVE), due < now, met.is_(None))
+                    .where(waiting(met), due < now)
                     .group_by(cases.c.area))
                 for area, n in rows:
                     snap.overdue[(area or "", name)] = int(n)

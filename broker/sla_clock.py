@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from adapters.municipal.envelope import envelope
 from broker.cases import CaseService
 from broker.ledger import Ledger, utcnow
-from broker.tables import OPEN_STATES, cases
+from broker.tables import OPEN_STATES, cases, waiting
 from broker.transport import REFERRALS_EXCHANGE, referral_routing_key
 
 __all__ = ["DEADLINE_COLUMNS", "SlaClock"]
@@ -59,8 +59,7 @@ class SlaClock:
             async with self._ledger.engine.connect() as conn:
                 rows = (await conn.execute(
                     sa.select(cases.c.referral_id)
-                    .where(due < now, met.is_(None), cases.c.state.in_(_OPEN),
-                           sa.not_(cases.c.escalated.contains(name)))
+                    .where(waiting(met.name), due < now, sa.not_(cases.c.escalated.contains(name)))
                     .order_by(due).limit(self._batch))).scalars().all()
             for referral_id in rows:
                 with contextlib.suppress(IntegrityError):  # another process was first: fine

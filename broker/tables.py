@@ -65,9 +65,18 @@ TS = UTCDateTime()
 OPEN_STATES = ("routed", "delivered", "acknowledged", "in_progress", "info_requested")
 
 
-def _waiting(met_column: str) -> sa.TextClause:
+def waiting(met_column: str) -> sa.TextClause:
+    """Open and not yet met, as literal SQL: SQLite uses a partial index only when the query's
+    WHERE repeats the index's predicate term for term (bound parameters do not match)."""
     states = ", ".join(f"'{s}'" for s in OPEN_STATES)
     return sa.text(f"state IN ({states}) AND {met_column} IS NULL")
+
+
+UNANSWERED_SQL = "state = 'delivered' AND first_reply_at IS NULL"
+
+
+def unanswered() -> sa.TextClause:
+    return sa.text(UNANSWERED_SQL)
 
 
 cases = Table(
@@ -104,14 +113,13 @@ cases = Table(
     Index("ix_cases_received", "received_at"),
     # Partial indexes over the few cases still waiting: the /metrics gauges, the SLA clock and the
     # dashboard count these, and they stay small however many closed cases the ledger keeps.
-    *(Index(f"ix_cases_open_{name}", "area", due, postgresql_where=_waiting(met),
-            sqlite_where=_waiting(met))
+    *(Index(f"ix_cases_open_{name}", "area", due, postgresql_where=waiting(met),
+            sqlite_where=waiting(met))
       for name, due, met in (("ack", "ack_due_at", "acknowledged_at"),
                              ("assessment", "assessment_due_at", "assessment_started_at"),
                              ("decision", "decision_due_at", "decided_at"))),
     Index("ix_cases_unanswered", "area", "urgency", "delivered_at",
-          postgresql_where=sa.text("state = 'delivered' AND first_reply_at IS NULL"),
-          sqlite_where=sa.text("state = 'delivered' AND first_reply_at IS NULL")),
+          postgresql_where=unanswered(), sqlite_where=unanswered()),
 )
 
 events = Table(
