@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,6 +165,10 @@ class BenchResult:
     http_errors: int
     undelivered: int
     duplicate_deliveries: int
+    cpu_ms_per_referral: float = 0.0
+    """The service's CPU time (user + system, all processes) per referral in the saturation run:
+    steadier than throughput on a machine that other work shares."""
+    http_error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -183,7 +188,7 @@ class BenchResult:
         return {
             "ceiling_per_s": ceiling,
             "end_to_end_per_s": e2e,
-            "ratio": round(e2e / ceiling, 4) if ceiling else 0.0,
+            "ratio": round(e2e / ceiling, 6) if ceiling else 0.0,
             "p50_ms": round(self.fixed.p50_ms, 2),
             "p95_ms": round(self.fixed.p95_ms, 2),
             "p99_ms": round(self.fixed.p99_ms, 2),
@@ -204,6 +209,8 @@ class BenchResult:
             "concurrency": self.concurrency,
             "processes": self.processes,
             "http_errors": self.http_errors,
+            "http_error_kinds": dict(self.http_error_kinds),
+            "cpu_ms_per_referral": round(self.cpu_ms_per_referral, 3),
             "undelivered": self.undelivered,
             "duplicate_deliveries": self.duplicate_deliveries,
             "targets_met": self.targets_met(),
@@ -410,7 +417,7 @@ class _Load:
         self._run = uuid.uuid4().hex[:8]
         self._rng = random.Random(self._run)
         self._sent = 0
-        self.errors = 0
+        self.errors: Counter[str] = Counter()
 
     async def _post(self, phase: _Phase) -> None:
         n = self._sent
@@ -425,9 +432,9 @@ class _Load:
                     phase.accepted[(await resp.json())["referral_id"]] = started
                 else:
                     await resp.read()
-                    self.errors += 1
-        except (aiohttp.ClientError, TimeoutError):
-            self.errors += 1
+                    self.errors[f"http_{resp.status}"] += 1
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.errors[type(exc).__name__] += 1
 
     async def closed_loop(self, count: int, concurrency: int) -> _Phase:
         """`concurrency` clients, each sending its next referral as soon as the last was accepted."""
@@ -498,6 +505,12 @@ class _Service:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         raise BenchError(f"no VmRSS for pid {self.pid}")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds so far, from /proc/<pid>/stat."""
+        stat = Path(f"/proc/{self.pid}/stat").read_text("utf-8")
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -596,39 +609,49 @@ async def _pg_admin(statement: str) -> None:
         await engine.dispose()
 
 
-async def _rabbitmqctl(*args: str) -> None:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+def _rabbitmqctl_path() -> str | None:
+    found = shutil.which("rabbitmqctl")
+    if found is None and Path("/usr/sbin/rabbitmqctl").exists():
+        found = "/usr/sbin/rabbitmqctl"
+    return found
+
+
+async def _rabbitmqctl(ctl: str, *args: str) -> None:
     proc = await asyncio.create_subprocess_exec(ctl, "-q", *args, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
-    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise BenchError(f"rabbitmqctl {args[0]} did not finish in 60 s") from None
     if proc.returncode != 0:
-        raise BenchError(f"rabbitmqctl {args[0]} failed: {err.decode(errors='replace').strip()[:200]}")
+        first = err.decode(errors="replace").strip().splitlines()[:1]
+        raise BenchError(f"rabbitmqctl {args[0]} failed: {first[0] if first else proc.returncode}")
 
 
 @contextlib.asynccontextmanager
 async def _bench_vhost(amqp_url: str) -> AsyncIterator[str]:
-    """A throw-away vhost when the URL names the default vhost of a local broker and rabbitmqctl
-    works; otherwise the URL as given (its vhost then holds the bench's queues)."""
+    """A throw-away vhost when the URL names the default vhost of a local broker. Without
+    rabbitmqctl (a remote broker) the URL is used as given, and its vhost holds the bench's queues;
+    a rabbitmqctl that fails stops the bench rather than putting them in the default vhost."""
     parts = urlsplit(amqp_url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    if parts.path not in ("", "/") or not local:
+    ctl = _rabbitmqctl_path()
+    if parts.path not in ("", "/") or not local or ctl is None:
+        if ctl is None and local:
+            log.warning("bench_without_vhost", reason="rabbitmqctl not found", vhost=parts.path or "/")
         yield amqp_url
         return
     vhost = f"handoff-bench-{uuid.uuid4().hex[:8]}"
     try:
-        await _rabbitmqctl("add_vhost", vhost)
-        await _rabbitmqctl("set_permissions", "-p", vhost, parts.username or "guest", ".*", ".*", ".*")
-    except (OSError, TimeoutError, BenchError) as exc:
-        log.warning("bench_vhost_not_created", reason=str(exc)[:200], using=parts.path or "/")
-        with contextlib.suppress(OSError, TimeoutError, BenchError):
-            await _rabbitmqctl("delete_vhost", vhost)
-        yield amqp_url
-        return
-    try:
+        await _rabbitmqctl(ctl, "add_vhost", vhost)
+        await _rabbitmqctl(ctl, "set_permissions", "-p", vhost, parts.username or "guest",
+                           ".*", ".*", ".*")
         yield urlunsplit(parts._replace(path=f"/{vhost}"))
     finally:
-        with contextlib.suppress(OSError, TimeoutError, BenchError):
-            await _rabbitmqctl("delete_vhost", vhost)
+        with contextlib.suppress(OSError, BenchError):
+            await _rabbitmqctl(ctl, "delete_vhost", vhost)
 
 
 async def _check_broker(amqp_url: str) -> None:
@@ -704,9 +727,11 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     warmup_total = options.warmup_count
     _phase, warm_missing = await measured(
         "warm-up", warmup_total, lambda: load.closed_loop(warmup_total, options.concurrency))
+    cpu_before = _total_cpu_s(services)
     saturation, sat_missing = await measured(
         f"saturation ({options.concurrency} clients)", options.count,
         lambda: load.closed_loop(options.count, options.concurrency))
+    sat_cpu_s = _total_cpu_s(services) - cpu_before
     sat_times = [receiver.delivered[r] for r in saturation.accepted if r in receiver.delivered]
     sat_elapsed = (max(sat_times) - saturation.started) if sat_times else float("inf")
     end_to_end = len(sat_times) / sat_elapsed
@@ -755,7 +780,9 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
         count=options.count,
         concurrency=options.concurrency,
         processes=options.processes,
-        http_errors=load.errors,
+        http_errors=load.errors.total(),
+        http_error_kinds=dict(load.errors),
+        cpu_ms_per_referral=sat_cpu_s * 1000 / max(1, len(sat_times)),
         undelivered=len(warm_missing) + len(sat_missing) + len(fixed_missing),
         duplicate_deliveries=receiver.duplicates,
     )
@@ -763,6 +790,10 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
 
 def _total_rss(services: Sequence[_Service]) -> float:
     return sum(s.rss_mb() for s in services)
+
+
+def _total_cpu_s(services: Sequence[_Service]) -> float:
+    return sum(s.cpu_s() for s in services)
 
 
 def _check_alive(services: Sequence[_Service]) -> None:
@@ -799,13 +830,15 @@ def render_report(result: BenchResult) -> str:
         f"  service RSS   boot {result.rss_boot_mb:.1f} MB   start {result.rss_start_mb:.1f} MB"
         f"   end {result.rss_end_mb:.1f} MB   ({result.rss_growth * 100:+.1f} %,"
         f" target < {TARGET_RSS_GROWTH * 100:.0f} %  {_mark(met['rss_growth'])})",
+        f"  service CPU per referral at saturation      {result.cpu_ms_per_referral:9.2f} ms",
     ]
     if len(result.rss_samples_mb) > 2:
         shown = " ".join(f"{v:.0f}" for v in _thin(result.rss_samples_mb, 24))
         lines.append(f"  RSS every {_RSS_EVERY_S:g} s (MB): {shown}")
     problems = []
     if result.http_errors:
-        problems.append(f"{result.http_errors} POSTs not accepted")
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(result.http_error_kinds.items()))
+        problems.append(f"{result.http_errors} POSTs not accepted ({kinds})")
     if result.undelivered:
         problems.append(f"{result.undelivered} accepted referrals not delivered in time")
     if result.duplicate_deliveries:

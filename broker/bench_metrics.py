@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 from broker.ledger import Ledger
 from broker.metrics import Metrics
 from broker.tables import cases
+from broker.workdays import helsinki_date
 
 __all__ = ["MetricsBenchResult", "bench_scrape", "seed_cases"]
 
@@ -28,6 +29,8 @@ AREAS = [f"{i:02d}" for i in range(1, 22)] + ["90", "91"]
 # (state, share): what a ledger looks like after a few years of traffic.
 STATE_MIX = [("closed", 0.86), ("in_progress", 0.05), ("acknowledged", 0.03), ("delivered", 0.03),
              ("info_requested", 0.01), ("routed", 0.005), ("unroutable", 0.005), ("failed", 0.01)]
+OUTCOMES = ["services_arranged", "client_declined", "no_need", "unreachable", "moved", "other"]
+QUALITY = ["sufficient", "sufficient", "insufficient_information", "not_needed"]
 KINDS = ["support_need", "support_need_without_consent", "application_transfer",
          "basic_amount_reduction", "urgent_assistance"]
 
@@ -66,6 +69,10 @@ def _rows(n: int, start: int, rng: random.Random, now: dt.datetime) -> list[dict
             "ack_due_at": received + dt.timedelta(days=4),
             "assessment_due_at": received + dt.timedelta(days=9),
             "decision_due_at": None, "escalated": "", "return_count": 0, "areas_tried": "",
+            "received_month": f"{helsinki_date(received):%Y-%m}", "reroute_count": 0,
+            "outcome": rng.choice(OUTCOMES) if state == "closed" else None,
+            "referral_quality": rng.choice(QUALITY) if replied else None,
+            "feedback_rating": rng.randint(1, 5) if state == "closed" and rng.random() < 0.4 else None,
             "unroutable_reason": None, "referral_json": None,
         })
     return rows

@@ -25,13 +25,14 @@ from broker.ledger import CaseRow, Ledger, dumps, new_id, utcnow
 from broker.routing import ALAND_AREA, Classification
 from broker.settings import Settings
 from broker.state_machine import reply_target
-from broker.tables import cases, dead_letters, events, outbox, processed
+from broker.tables import case_tags, cases, dead_letters, events, outbox, processed
 from broker.transport import (
     REFERRALS_EXCHANGE,
     REPLIES_EXCHANGE,
     referral_routing_key,
     update_routing_key,
 )
+from broker.workdays import helsinki_date
 from schemas.enums import CaseState, Kind, ReplyStatus
 from schemas.errors import SchemaError
 from schemas.models import Answer, Referral, Reply
@@ -142,7 +143,8 @@ class CaseService:
         stored = referral.model_copy(update={"referral_id": uuid.UUID(referral_id), "received_at": now})
         due = {d.name: d.due_at for d in compute_deadlines(now, referral.kind.value,
                                                            referral.urgency.value, self.settings.sla)}
-        await conn.execute(cases.insert().values(
+        inserted = await conn.execute(cases.insert().values(
+            received_month=f"{helsinki_date(now):%Y-%m}", reroute_count=0,
             referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,
             body_sha256=sha, kind=referral.kind.value, urgency=referral.urgency.value, state=state,
             area=area, municipality_code=referral.client.municipality_code, received_at=now,
@@ -151,6 +153,11 @@ class CaseService:
             ack_due_at=due.get("acknowledge"), assessment_due_at=due.get("assessment"),
             decision_due_at=due.get("decision"),
         ))
+        assert inserted.inserted_primary_key is not None
+        case_pk = inserted.inserted_primary_key[0]
+        if referral.needs:
+            await conn.execute(case_tags.insert(), [
+                {"case_pk": case_pk, "tag_type": "need", "tag": n.value} for n in set(referral.needs)])
         result = AcceptResult(referral_id, state, area, created=True, reason=reason)
         await self.ledger.add_event(conn, referral_id=referral_id, type_="received", at=now,
                                     actor=sender, data={"result": result.body(), "channel": "api"})
@@ -243,6 +250,7 @@ class CaseService:
                 values["first_reply_at"] = now
                 obs.first_reply_latency_s = (now - case.received_at).total_seconds()
             values.update(self._milestones(case, reply.status, now))
+            values.update(await self._statistics_facts(conn, case, reply))
             reply_data = reply.model_dump(mode="json", exclude_none=True)
             final_state: str = target.value
             extra: dict[str, dict[str, Any]] = {}
@@ -267,6 +275,25 @@ class CaseService:
         obs.area = case.area
         self._observed("reply", obs)
         return ReplyResult(created=True, body=result)
+
+    @staticmethod
+    async def _statistics_facts(conn: AsyncConnection, case: CaseRow, reply: Reply) -> dict[str, Any]:
+        """What § 11 statistics need from a reply, kept on the case (no free text, no names)."""
+        values: dict[str, Any] = {}
+        if reply.referral_quality is not None:
+            values["referral_quality"] = reply.referral_quality.value
+        if reply.decision is not None:
+            values["decision"] = reply.decision.value
+        if reply.status is ReplyStatus.CLOSED:
+            values["outcome"] = reply.outcome.value if reply.outcome else None
+            if reply.client_feedback is not None:
+                values["feedback_rating"] = reply.client_feedback.rating
+                values["feedback_heard"] = reply.client_feedback.heard
+            if reply.findings:
+                await conn.execute(case_tags.insert(), [
+                    {"case_pk": case.pk, "tag_type": "finding", "tag": f.value}
+                    for f in set(reply.findings)])
+        return values
 
     @staticmethod
     def _milestones(case: CaseRow, status: ReplyStatus, now: dt.datetime) -> dict[str, Any]:
@@ -305,6 +332,7 @@ class CaseService:
         if reason is None and target is not None:
             values["area"] = target
             values["areas_tried"] = ",".join([*tried, target])
+            values["reroute_count"] = case.reroute_count + 1
             values["delivered_at"] = None
             await self.ledger.add_event(conn, referral_id=case.referral_id, type_="rerouted", at=now,
                                         area=target, data={"from_area": case.area, "to_area": target})
@@ -398,7 +426,7 @@ class CaseService:
             # An operator's decision starts the ping-pong count afresh.
             await self.ledger.set_case(conn, case.pk, case.state, state=state, area=area,
                                        state_changed_at=now, delivered_at=None, unroutable_reason=None,
-                                       return_count=0,
+                                       return_count=0, reroute_count=case.reroute_count + 1,
                                        areas_tried=",".join([*tried, area] if area not in tried
                                                             else tried))
             event_id = await self.ledger.add_event(

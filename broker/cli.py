@@ -177,6 +177,38 @@ def dead_letters_replay(dead_letter_id: int, config: ConfigOpt = None) -> None:
     _run_ledger(config, job)
 
 
+@app.command()
+def stats(
+    from_: Annotated[str, typer.Option("--from", help="First month, YYYY-MM.")],
+    to: Annotated[str, typer.Option("--to", help="Last month, YYYY-MM.")],
+    area: Annotated[str | None, typer.Option(help="One area code; default every area.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or csv.")] = "json",
+    config: ConfigOpt = None,
+) -> None:
+    """Print the § 11 statistics per area and month, as GET /v1/statistics does."""
+    from broker.errors import InvalidInput
+    from broker.routing import Classification
+    from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
+
+    classification = Classification.load()
+    params = {"from": from_, "to": to, "format": fmt, **({"area": area} if area else {})}
+    try:
+        query = parse_stats_query(params, classification, own_area=None)
+    except InvalidInput as exc:
+        for e in exc.errors:
+            typer.echo(f"error: --{e['loc'][-1]}: {e['msg']}", err=True)
+        raise typer.Exit(2) from None
+
+    async def job(_settings: Settings, ledger: Any) -> None:
+        rows = await compute_statistics(ledger, classification, query)
+        if query.format == "csv":
+            typer.echo(rows_to_csv(rows), nl=False)
+        else:
+            typer.echo(json.dumps({"items": rows}, ensure_ascii=False, indent=2))
+
+    _run_ledger(config, job)
+
+
 @rabbit_app.command("definitions")
 def rabbitmq_definitions(
     config: ConfigOpt = None,

@@ -40,8 +40,7 @@ from broker.routing import Classification
 from broker.services import SERVICES, Services
 from broker.settings import Settings
 from broker.sla_clock import DEADLINE_COLUMNS
-from broker.state_machine import ACTIVE_STATES
-from broker.tables import cases, dead_letters, events
+from broker.tables import OPEN_STATES, cases, dead_letters, events
 from broker.workdays import HELSINKI, working_days_between
 
 __all__ = [
@@ -61,7 +60,6 @@ REFRESH_S = 30
 LATENCY_WINDOW = dt.timedelta(days=30)
 OVERDUE_LIST_LIMIT = 50
 DEAD_LETTER_LIST_LIMIT = 50
-OPEN_STATES: tuple[str, ...] = tuple(sorted(s.value for s in ACTIVE_STATES))
 
 _CSP = ("default-src 'self'; script-src 'none'; object-src 'none'; base-uri 'none'; "
         "form-action 'self'; frame-ancestors 'none'")
@@ -75,7 +73,7 @@ SECURITY_HEADERS: Mapping[str, str] = {
 
 # An identity code typed into the lookup box must not be searched for, echoed, or kept in a URL
 # any longer than it takes to refuse it.
-_HETU_LIKE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Za-z]", re.IGNORECASE)
+_HETU_LIKE = re.compile(r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])", re.IGNORECASE)
 _CODE = re.compile(r"[a-z0-9_]{1,40}")
 
 
@@ -88,6 +86,7 @@ LABELS: dict[str, dict[str, str]] = {
         "title": "Välityksen tilannekuva",
         "overview": "Yleiskuva",
         "lookup": "Hae tapaus",
+        "case": "Tapaus",
         "lookup_placeholder": "lähetteen tunnus tai Kelan viite",
         "search": "Hae",
         "logout": "Kirjaudu ulos",
@@ -160,6 +159,7 @@ LABELS: dict[str, dict[str, str]] = {
         "title": "Lägesbild för överlämningar",
         "overview": "Översikt",
         "lookup": "Sök ärende",
+        "case": "Ärende",
         "lookup_placeholder": "remissens id eller FPA:s referens",
         "search": "Sök",
         "logout": "Logga ut",
@@ -233,6 +233,7 @@ LABELS: dict[str, dict[str, str]] = {
         "title": "Hand-off dashboard",
         "overview": "Overview",
         "lookup": "Find case",
+        "case": "Case",
         "lookup_placeholder": "referral id or Kela reference",
         "search": "Search",
         "logout": "Log out",
@@ -485,11 +486,32 @@ class Overview:
     dead_letters_total: int
 
 
-def _overdue_clause(now: dt.datetime) -> sa.ColumnElement[bool]:
-    """Open and past a stored deadline that no reply has met (any of the three)."""
-    return sa.and_(cases.c.state.in_(OPEN_STATES),
-                   sa.or_(*[sa.and_(due < now, met.is_(None))
-                            for due, met in DEADLINE_COLUMNS.values()]))
+def _is_open() -> sa.ColumnElement[bool]:
+    """`state IN ('routed', ...)` with the values written into the SQL, as in the partial indexes'
+    predicates: neither SQLite nor a generic PostgreSQL plan can prove a partial index usable
+    from a bound parameter."""
+    return cases.c.state.in_(sa.bindparam("open_states", list(OPEN_STATES), expanding=True,
+                                          literal_execute=True, unique=True))
+
+
+def _waiting_past(due: sa.ColumnElement[Any], met: sa.ColumnElement[Any], now: dt.datetime,
+                  ) -> tuple[sa.ColumnElement[bool], ...]:
+    """Open, past `due`, not met: the predicate of the partial index ix_cases_open_<deadline>
+    (same state list, in the same order, as top-level terms, so both planners can use it)."""
+    return _is_open(), met.is_(None), due < now
+
+
+def _overdue_cases(now: dt.datetime, is_postgres: bool) -> sa.Subquery:
+    """(pk, area) of every overdue case, once however many of its deadlines passed.
+
+    Each deadline's terms are the predicate of its partial index. PostgreSQL combines the three
+    indexes in one BitmapOr; SQLite cannot use a partial index for a term inside an OR, so there
+    it is a UNION of one range scan per index."""
+    terms = [_waiting_past(due, met, now) for due, met in DEADLINE_COLUMNS.values()]
+    if is_postgres:
+        return (sa.select(cases.c.pk, cases.c.area)
+                .where(sa.or_(*[sa.and_(*t) for t in terms])).subquery("overdue"))
+    return sa.union(*[sa.select(cases.c.pk, cases.c.area).where(*t) for t in terms]).subquery("overdue")
 
 
 def _area_name(classification: Classification, code: str, lang: str) -> str:
@@ -517,7 +539,10 @@ async def _first_reply_percentiles(conn: AsyncConnection, is_postgres: bool, sin
     same linear interpolation needs. Either way the range scan is on `ix_cases_received` and only
     the area and two timestamps of each row are read.
     """
-    where = (cases.c.received_at >= since, cases.c.first_reply_at.is_not(None))
+    # The upper bound is always true; it is there because SQLite, without statistics on values,
+    # guesses a two-sided range to be small and a one-sided one to be a quarter of the table.
+    where = (cases.c.received_at >= since, cases.c.received_at < since + 2 * LATENCY_WINDOW,
+             cases.c.first_reply_at.is_not(None))
     out: dict[str, tuple[int, float | None, float | None]] = {}
     if is_postgres:
         hours = sa.cast(sa.extract("epoch", cases.c.first_reply_at - cases.c.received_at),
@@ -532,12 +557,17 @@ async def _first_reply_percentiles(conn: AsyncConnection, is_postgres: bool, sin
                 out[area] = (int(n), _float(p50), _float(p90))
         return out
     hours = (sa.func.julianday(cases.c.first_reply_at) - sa.func.julianday(cases.c.received_at)) * 24.0
-    ranked = (
-        sa.select(cases.c.area.label("area"), hours.label("h"),
-                  sa.func.row_number().over(partition_by=cases.c.area, order_by=hours).label("rn"),
-                  sa.func.count().over(partition_by=cases.c.area).label("n"))
-        .where(*where).subquery()
-    )
+    # `area || ''` rather than `area`: partitioning by the bare column tempts SQLite into walking
+    # all of ix_cases_area_state (a million entries) to skip a sort of one month's rows. Both
+    # windows share one definition, so the month's latencies are sorted once.
+    recent = (sa.select(cases.c.area.concat("").label("area"), hours.label("h"))
+              .where(*where).subquery("recent"))
+    window: dict[str, Any] = {"partition_by": recent.c.area, "order_by": recent.c.h}
+    ranked = sa.select(
+        recent.c.area, recent.c.h,
+        sa.func.row_number().over(**window).label("rn"),
+        sa.func.count().over(**window, rows=(None, None)).label("n"),
+    ).subquery("ranked")
     wanted = []
     for p in (0.5, 0.9):
         low = sa.cast((ranked.c.n - 1) * p, sa.Integer) + 1  # 1-based rank of floor(p * (n - 1))
@@ -579,27 +609,29 @@ async def load_overview(ledger: Ledger, settings: Settings, classification: Clas
         rows = {c: AreaRow(c, _area_name(classification, c, lang)) for c in codes
                 if c in present or c in routed}
 
-        # Open cases by area: index-only on ix_cases_area_state.
+        # Open cases by area: index-only on ix_cases_area_state, one seek per (area, state) pair.
         for area, n in await conn.execute(
-                sa.select(cases.c.area, sa.func.count()).where(cases.c.state.in_(OPEN_STATES))
-                .group_by(cases.c.area)):
+                sa.select(cases.c.area, sa.func.count())
+                .where(cases.c.area.in_(list(rows)), _is_open()).group_by(cases.c.area)):
             if area in rows:
                 rows[area].open = int(n)
 
-        # Unanswered (delivered, no first reply) and the oldest of them: state = 'delivered' rows only.
+        # Unanswered (delivered, no first reply) and the oldest of them: the partial index
+        # ix_cases_unanswered, whose predicate this is (the state written into the SQL, as there).
         for area, n, oldest in await conn.execute(
                 sa.select(cases.c.area, sa.func.count(), sa.func.min(cases.c.delivered_at))
-                .where(cases.c.state == "delivered", cases.c.first_reply_at.is_(None))
+                .where(cases.c.state == sa.literal("delivered", literal_execute=True),
+                       cases.c.first_reply_at.is_(None))
                 .group_by(cases.c.area)):
             if area in rows:
                 rows[area].unanswered = int(n)
                 if oldest is not None:
                     rows[area].oldest_unanswered_working_days = working_days_between(oldest, now)
 
-        # Overdue: open cases only (state index), each counted once whatever deadlines it missed.
+        # Overdue: each case once, whatever deadlines it missed (partial indexes, see above).
+        overdue_cases = _overdue_cases(now, ledger.is_postgres)
         for area, n in await conn.execute(
-                sa.select(cases.c.area, sa.func.count()).where(_overdue_clause(now))
-                .group_by(cases.c.area)):
+                sa.select(overdue_cases.c.area, sa.func.count()).group_by(overdue_cases.c.area)):
             if area in rows:
                 rows[area].overdue = int(n)
 
@@ -623,13 +655,14 @@ async def load_overview(ledger: Ledger, settings: Settings, classification: Clas
 
 
 async def _overdue_list(conn: AsyncConnection, now: dt.datetime) -> list[OverdueItem]:
-    """Latest-due first: each deadline's index (ix_cases_*_due) is read backwards from `now`."""
+    """Latest-due first, per deadline: the top keys come from the partial index alone (it holds
+    the due time and, on SQLite, the row id), and only those rows are then read for their ids."""
     items: list[OverdueItem] = []
     for name, (due, met) in DEADLINE_COLUMNS.items():
-        rows = await conn.execute(
-            sa.select(cases.c.referral_id, cases.c.area, due)
-            .where(due < now, met.is_(None), cases.c.state.in_(OPEN_STATES))
-            .order_by(due.desc()).limit(OVERDUE_LIST_LIMIT))
+        top = (sa.select(cases.c.pk).where(*_waiting_past(due, met, now))
+               .order_by(due.desc()).limit(OVERDUE_LIST_LIMIT))
+        rows = await conn.execute(sa.select(cases.c.referral_id, cases.c.area, due)
+                                  .where(cases.c.pk.in_(top.scalar_subquery())))
         items += [OverdueItem(rid, area, name, at) for rid, area, at in rows]
     items.sort(key=lambda i: i.due_at, reverse=True)
     return items[:OVERDUE_LIST_LIMIT]
@@ -937,7 +970,7 @@ def _render_case(case: Mapping[str, Any], timeline: list[dict[str, Any]], now: d
     events_table = _table([(t["time"], False), (t["event_type"], False), (t["area"], False),
                            (t["actor"], False), (t["detail"], False)], events_rows, id_="timeline")
     return (
-        f'<section id="case"{_OVERDUE if late else ""}><h2>{_e(t["lookup"])}</h2>'
+        f'<section id="case"{_OVERDUE if late else ""}><h2>{_e(t["case"])}</h2>'
         f'<dl class="facts">{dl}</dl></section>'
         f'<section><h2>{_e(t["deadlines"])}</h2>{deadline_table}</section>'
         f'<section><h2>{_e(t["timeline"])}</h2>{events_table}'
@@ -971,13 +1004,14 @@ async def case_lookup(request: web.Request) -> web.Response:
     svc = _services(request)
     csrf = request.app[DASHBOARD].csrf_token(viewer.binding)
     q = request.query.get("q", "").strip()[:128]
+    hetu_like = not _is_uuid(q) and _HETU_LIKE.search(q) is not None
 
     def page(main: str, status: int = 200) -> web.Response:
-        query = {"q": q} if q and not _HETU_LIKE.search(q) else {}
+        query = {"q": q} if q and not hetu_like else {}
         return _html(_layout(lang, t["lookup"], main, viewer=viewer, csrf=csrf,
                              path="/dashboard/cases", query=query), status)
 
-    if _HETU_LIKE.search(q):
+    if hetu_like:
         return page(f'<section class="message"><p>{_e(t["hetu_refused"])}</p></section>', 400)
     found = await find_cases(svc.ledger, svc.settings, q) if q else []
     if not found:
@@ -1108,7 +1142,9 @@ input[type=search], input[type=password] { padding: .3rem .5rem; border: 1px sol
          border-radius: 4px; min-width: 18rem; font: inherit; }
 button { padding: .3rem .8rem; border: 1px solid var(--brand); border-radius: 4px; font: inherit;
          background: var(--brand); color: #fff; cursor: pointer; }
-button.secondary { background: transparent; border-color: #fff; }
+header button { background: #fff; color: var(--brand); border-color: #fff; }
+header button.secondary { background: transparent; color: #fff; }
+td[data-col="overdue"] { white-space: nowrap; }
 dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1rem; margin: 0; }
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }

@@ -198,7 +198,8 @@ def _move_without_overwrite(src: Path, dest_dir: Path, *, keep_free: str = "") -
 def _error_document(errors: list[ErrorItem], status: int, name: str) -> bytes:
     doc = {"errors": errors, "status": status, "file": _safe_name(name),
            "at": dt.datetime.now(dt.UTC).isoformat()}
-    return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    # "replace": a key the sender wrote may reach a `loc`; it must not stop the error file.
+    return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8", "replace") + b"\n"
 
 
 def _conflict_field(exc: Conflict) -> str:
@@ -295,6 +296,12 @@ class FileReplyScanner:
             return parse_reply_file(name, raw)
         except ReplyFileError as exc:
             raise _Refusal(400 if exc.malformed else 422, exc.errors) from None
+        except Exception:
+            # A pure function failed on this content: retrying cannot help, so refuse the file
+            # (and log the failure as the bug it is) rather than meet it again at every scan.
+            log.exception("reply_file_parse_failed", file=_safe_name(name))
+            raise _Refusal(400, [{"loc": [], "msg": "the file could not be read as a reply",
+                                  "type": "file_unprocessable"}]) from None
 
     async def _apply(self, areas: tuple[str, ...], referral_id: str, data: dict[str, Any],
                      name: str) -> tuple[str, bool]:

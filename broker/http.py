@@ -27,6 +27,7 @@ from broker.errors import (
 )
 from broker.ledger import CaseRow
 from broker.services import SERVICES, Services
+from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
 from schemas.enums import CaseState
 from schemas.errors import SchemaError
 from schemas.export import SCHEMAS, json_schema
@@ -302,6 +303,19 @@ async def admin_route(request: web.Request) -> web.Response:
     result = await svc.cases.admin_route(request.match_info["referral_id"], data["area"],
                                          actor=principal.party_id)
     return _json(result, 202)
+
+
+@routes.get("/v1/statistics", name="get_statistics")
+async def get_statistics(request: web.Request) -> web.Response:
+    """§ 11 statistics: admin and Kela see every area, an intake its own area only."""
+    svc = _svc(request)
+    principal = _principal(request, "admin", "kela", "intake")
+    query = parse_stats_query(dict(request.query), svc.classification,
+                              own_area=principal.area if principal.role == "intake" else None)
+    rows = await compute_statistics(svc.ledger, svc.classification, query)
+    if query.format == "csv":
+        return web.Response(text=rows_to_csv(rows), content_type="text/csv", charset="utf-8")
+    return _json({"items": rows})
 
 
 # --- public ---------------------------------------------------------------------------------------

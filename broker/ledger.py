@@ -67,6 +67,13 @@ class CaseRow:
     assessment_due_at: dt.datetime | None
     decision_due_at: dt.datetime | None
     escalated: str
+    received_month: str
+    reroute_count: int
+    outcome: str | None
+    decision: str | None
+    referral_quality: str | None
+    feedback_rating: int | None
+    feedback_heard: bool | None
     return_count: int
     areas_tried: str
     unroutable_reason: str | None

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
+__all__ = ["case_tags", "cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
 
 metadata = MetaData(
     naming_convention={
@@ -103,6 +103,14 @@ cases = Table(
     Column("assessment_due_at", TS, nullable=True),
     Column("decision_due_at", TS, nullable=True),
     Column("escalated", String(64), nullable=False, default=""),
+    # Statistics (DESIGN § 11): the Finnish calendar month of receipt, and what the replies said.
+    Column("received_month", String(7), nullable=False),
+    Column("reroute_count", Integer, nullable=False, default=0),
+    Column("outcome", String(24), nullable=True),
+    Column("decision", String(24), nullable=True),
+    Column("referral_quality", String(32), nullable=True),
+    Column("feedback_rating", Integer, nullable=True),
+    Column("feedback_heard", sa.Boolean, nullable=True),
     Column("return_count", Integer, nullable=False, default=0),
     Column("areas_tried", String(200), nullable=False, default=""),
     Column("unroutable_reason", String(200), nullable=True),
@@ -111,6 +119,7 @@ cases = Table(
     Index("ix_cases_area_state", "area", "state"),
     Index("ix_cases_state_received", "state", "received_at"),
     Index("ix_cases_received", "received_at"),
+    Index("ix_cases_month_area", "received_month", "area"),
     # Partial indexes over the few cases still waiting: the /metrics gauges, the SLA clock and the
     # dashboard count these, and they stay small however many closed cases the ledger keeps.
     *(Index(f"ix_cases_open_{name}", "area", due, postgresql_where=waiting(met),
@@ -120,6 +129,15 @@ cases = Table(
                              ("decision", "decision_due_at", "decided_at"))),
     Index("ix_cases_unanswered", "area", "urgency", "delivered_at",
           postgresql_where=unanswered(), sqlite_where=unanswered()),
+)
+
+# Multi-valued facts for statistics: the referral's needs and the worker's findings at closing.
+case_tags = Table(
+    "case_tags", metadata,
+    Column("case_pk", PK, nullable=False),
+    Column("tag_type", String(8), nullable=False),
+    Column("tag", String(32), nullable=False),
+    sa.PrimaryKeyConstraint("case_pk", "tag_type", "tag", name="pk_case_tags"),
 )
 
 events = Table(

@@ -16,6 +16,12 @@ depends_on = None
 
 def upgrade() -> None:
 
+    op.create_table('case_tags',
+    sa.Column('case_pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('tag_type', sa.String(length=8), nullable=False),
+    sa.Column('tag', sa.String(length=32), nullable=False),
+    sa.PrimaryKeyConstraint('case_pk', 'tag_type', 'tag', name='pk_case_tags')
+    )
     op.create_table('cases',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('referral_id', sa.String(length=36), nullable=False),
@@ -39,6 +45,13 @@ def upgrade() -> None:
     sa.Column('assessment_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('decision_due_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('escalated', sa.String(length=64), nullable=False),
+    sa.Column('received_month', sa.String(length=7), nullable=False),
+    sa.Column('reroute_count', sa.Integer(), nullable=False),
+    sa.Column('outcome', sa.String(length=24), nullable=True),
+    sa.Column('decision', sa.String(length=24), nullable=True),
+    sa.Column('referral_quality', sa.String(length=32), nullable=True),
+    sa.Column('feedback_rating', sa.Integer(), nullable=True),
+    sa.Column('feedback_heard', sa.Boolean(), nullable=True),
     sa.Column('return_count', sa.Integer(), nullable=False),
     sa.Column('areas_tried', sa.String(length=200), nullable=False),
     sa.Column('unroutable_reason', sa.String(length=200), nullable=True),
@@ -49,6 +62,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.create_index('ix_cases_area_state', ['area', 'state'], unique=False)
+        batch_op.create_index('ix_cases_month_area', ['received_month', 'area'], unique=False)
         batch_op.create_index('ix_cases_open_ack', ['area', 'ack_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
         batch_op.create_index('ix_cases_open_assessment', ['area', 'assessment_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
         batch_op.create_index('ix_cases_open_decision', ['area', 'decision_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
@@ -153,7 +167,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cases_open_decision', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
         batch_op.drop_index('ix_cases_open_assessment', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
         batch_op.drop_index('ix_cases_open_ack', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
+        batch_op.drop_index('ix_cases_month_area')
         batch_op.drop_index('ix_cases_area_state')
 
     op.drop_table('cases')
+    op.drop_table('case_tags')
 
