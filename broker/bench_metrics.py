@@ -23,7 +23,7 @@ from broker.metrics import Metrics
 from broker.tables import cases
 from broker.workdays import helsinki_date
 
-__all__ = ["MetricsBenchResult", "bench_scrape", "seed_cases"]
+__all__ = ["MetricsBenchResult", "StatsBenchResult", "bench_scrape", "bench_statistics", "seed_cases"]
 
 AREAS = [f"{i:02d}" for i in range(1, 22)] + ["90", "91"]
 # (state, share): what a ledger looks like after a few years of traffic.
@@ -70,6 +70,7 @@ def _rows(n: int, start: int, rng: random.Random, now: dt.datetime) -> list[dict
             "assessment_due_at": received + dt.timedelta(days=9),
             "decision_due_at": None, "escalated": "", "return_count": 0, "areas_tried": "",
             "received_month": f"{helsinki_date(received):%Y-%m}", "reroute_count": 0,
+            "first_reply_s": int((replied - received).total_seconds()) if replied else None,
             "outcome": rng.choice(OUTCOMES) if state == "closed" else None,
             "referral_quality": rng.choice(QUALITY) if replied else None,
             "feedback_rating": rng.randint(1, 5) if state == "closed" and rng.random() < 0.4 else None,
@@ -84,6 +85,8 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
     async with ledger.engine.connect() as conn:
         have = int((await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one())
     rng = random.Random(seed + have)
+    async with ledger.engine.connect() as conn:
+        first_pk = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(cases.c.pk), 0)))).scalar_one())
     now = dt.datetime.now(dt.UTC)
     added = 0
     while have + added < count:
@@ -93,6 +96,16 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
         added += n
         if progress is not None:
             progress(have + added, count)
+    if added:
+        # Needs and findings as multi-valued tags, spread over the seeded cases by pk.
+        async with ledger.transaction() as conn:
+            for i, (tag_type, tag) in enumerate([("need", "housing"), ("need", "income"), ("need", "debt"),
+                                                 ("need", "mental_health"), ("finding", "service_gap")]):
+                await conn.execute(sa.text(
+                    "INSERT INTO case_tags (case_pk, tag_type, tag) SELECT pk, :t, :g FROM cases "
+                    "WHERE sender = 'bench' AND pk > :lo AND (pk + :i) % 3 = 0"
+                    + (" AND state = 'closed'" if tag_type == "finding" else "")),
+                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i})
     if not ledger.is_postgres and added:
         async with ledger.transaction() as conn:
             await conn.exec_driver_sql("ANALYZE")
@@ -124,3 +137,36 @@ async def bench_scrape(ledger: Ledger, *, scrapes: int = 20) -> MetricsBenchResu
         median_ms=round(statistics.median(timings), 2),
         p95_ms=round(timings[min(len(timings) - 1, int(len(timings) * 0.95))], 2),
         max_ms=round(timings[-1], 2), series=series)
+
+
+@dataclass(frozen=True)
+class StatsBenchResult:
+    store: str
+    cases: int
+    months: int
+    runs: int
+    median_ms: float
+    max_ms: float
+    rows: int
+
+
+async def bench_statistics(ledger: Ledger, *, months: int = 12, runs: int = 5) -> StatsBenchResult:
+    """Time `GET /v1/statistics` over the last `months` months, every area (the § 11 target)."""
+    from broker.routing import Classification
+    from broker.statistics import compute_statistics, parse_stats_query
+
+    classification = Classification.load()
+    today = helsinki_date(dt.datetime.now(dt.UTC))
+    end = today.year * 12 + today.month - 1
+    start = end - months + 1
+    params = {"from": f"{start // 12:04d}-{start % 12 + 1:02d}", "to": f"{end // 12:04d}-{end % 12 + 1:02d}"}
+    query = parse_stats_query(params, classification, own_area=None)
+    timings, rows = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        rows = await compute_statistics(ledger, classification, query)
+        timings.append((time.perf_counter() - started) * 1000)
+    async with ledger.engine.connect() as conn:
+        total = int((await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one())
+    return StatsBenchResult("postgresql" if ledger.is_postgres else "sqlite", total, months, runs,
+                            round(statistics.median(timings), 1), round(max(timings), 1), len(rows))

@@ -248,6 +248,7 @@ class CaseService:
                 obs.delivered_latency_s = (now - case.received_at).total_seconds()
             if case.first_reply_at is None:
                 values["first_reply_at"] = now
+                values["first_reply_s"] = max(0, int((now - case.received_at).total_seconds()))
                 obs.first_reply_latency_s = (now - case.received_at).total_seconds()
             values.update(self._milestones(case, reply.status, now))
             values.update(await self._statistics_facts(conn, case, reply))

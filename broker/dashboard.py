@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
+import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -52,6 +53,8 @@ __all__ = [
     "load_overview",
     "setup_dashboard",
 ]
+
+audit = structlog.get_logger("broker.audit")
 
 SESSION_COOKIE = "handoff_dashboard"
 LOGIN_COOKIE = "handoff_dashboard_login"
@@ -1021,6 +1024,9 @@ async def case_lookup(request: web.Request) -> web.Response:
                         f'{_time(c["received_at"])}</li>' for c in found)
         return page(f'<section><p>{_e(t["matches"])}</p><ul>{items}</ul></section>')
     case = found[0]
+    # DESIGN § 1: every read of case data is audited, as GET /v1/referrals/{id} does.
+    audit.info("case_read", referral_id=case["referral_id"], party=viewer.party_id, role="admin",
+               via="dashboard")
     timeline = await case_timeline(svc.ledger, case["referral_id"])
     return page(_render_case(case, timeline, utcnow(), lang, svc.classification))
 

@@ -69,6 +69,7 @@ class CaseRow:
     escalated: str
     received_month: str
     reroute_count: int
+    first_reply_s: int | None
     outcome: str | None
     decision: str | None
     referral_quality: str | None

@@ -78,10 +78,8 @@ def parse_stats_query(params: dict[str, str], classification: Classification, *,
     return StatsQuery(months, areas, fmt)
 
 
-def _hours(ledger: Ledger) -> sa.ColumnElement[Any]:
-    if ledger.is_postgres:
-        return sa.extract("epoch", cases.c.first_reply_at - cases.c.received_at) / 3600.0
-    return (sa.func.julianday(cases.c.first_reply_at) - sa.func.julianday(cases.c.received_at)) * 24.0
+def _hours() -> sa.ColumnElement[Any]:
+    return cases.c.first_reply_s / 3600.0
 
 
 def _scope(q: StatsQuery) -> sa.ColumnElement[bool]:
@@ -111,24 +109,23 @@ async def _base(conn: AsyncConnection, q: StatsQuery, now: dt.datetime) -> dict[
                          cases.c.acknowledged_at <= cases.c.ack_due_at)),
             _int(sa.and_(cases.c.state.not_in(["unroutable", "failed"]), late)),
             sa.func.count(cases.c.feedback_rating), sa.func.avg(cases.c.feedback_rating),
+            # One pass over the span: the enumerated breakdowns are conditional sums, not GROUP BYs.
+            *(_int(column == value) for column, values in _ENUMERATED for value in values),
         ).where(_scope(q)).group_by(cases.c.received_month, cases.c.area))
     out = {}
     for month, area, *values in rows:
         counts = dict(zip(_COUNTS, (int(v or 0) for v in values[:7]), strict=True))
+        rest = iter(int(v or 0) for v in values[9:])
+        breakdown = {column.name: {value: next(rest) for value in enum_values}
+                     for column, enum_values in _ENUMERATED}
         out[(month, area)] = {**counts, "feedback_n": int(values[7] or 0),
-                              "feedback_mean": float(values[8]) if values[8] is not None else None}
+                              "feedback_mean": float(values[8]) if values[8] is not None else None,
+                              "breakdown": breakdown}
     return out
 
 
-async def _grouped(conn: AsyncConnection, q: StatsQuery, column: sa.ColumnElement[Any],
-                   ) -> dict[tuple[str, str], dict[str, int]]:
-    rows = await conn.execute(
-        sa.select(cases.c.received_month, cases.c.area, column, sa.func.count())
-        .where(_scope(q), column.is_not(None)).group_by(cases.c.received_month, cases.c.area, column))
-    out: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for month, area, value, n in rows:
-        out[(month, area)][value] = int(n)
-    return out
+_ENUMERATED: list[tuple[sa.Column[Any], list[str]]] = [
+    (cases.c.kind, KINDS), (cases.c.outcome, OUTCOMES), (cases.c.referral_quality, QUALITIES)]
 
 
 async def _tags(conn: AsyncConnection, q: StatsQuery, tag_type: str) -> dict[tuple[str, str], dict[str, int]]:
@@ -146,8 +143,8 @@ async def _tags(conn: AsyncConnection, q: StatsQuery, tag_type: str) -> dict[tup
 async def _percentiles(conn: AsyncConnection, ledger: Ledger, q: StatsQuery,
                        ) -> dict[tuple[str, str], tuple[int, float | None, float | None]]:
     """(n, median, p90) of hours to first reply: percentile_cont on both stores."""
-    hours = _hours(ledger).label("h")
-    answered = sa.and_(_scope(q), cases.c.first_reply_at.is_not(None))
+    hours = _hours().label("h")
+    answered = sa.and_(_scope(q), cases.c.first_reply_s.is_not(None))
     out: dict[tuple[str, str], tuple[int, float | None, float | None]] = {}
     if ledger.is_postgres:
         rows = await conn.execute(
@@ -213,9 +210,6 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
         return []
     async with ledger.engine.connect() as conn:
         base = await _base(conn, q, now)
-        kinds = await _grouped(conn, q, cases.c.kind)
-        outcomes = await _grouped(conn, q, cases.c.outcome)
-        quality = await _grouped(conn, q, cases.c.referral_quality)
         needs = await _tags(conn, q, "need")
         findings = await _tags(conn, q, "finding")
         latency = await _percentiles(conn, ledger, q)
@@ -224,6 +218,7 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
         for area in q.areas:
             key = (month, area)
             b = base.get(key, {})
+            breakdown = b.get("breakdown", {})
             hidden: list[bool] = []
 
             def counts(keys: Iterable[str], source: dict[str, int], hidden: list[bool] = hidden,
@@ -235,13 +230,13 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
             row: dict[str, Any] = {
                 "area": area, "area_name": classification.areas[area].name_fi, "month": month,
                 **{c: _suppress(int(b.get(c, 0)), hidden) for c in _COUNTS[:1]},
-                "by_kind": counts(KINDS, kinds.get(key, {})),
+                "by_kind": counts(KINDS, breakdown.get("kind", {})),
                 "by_need": counts(NEEDS, needs.get(key, {})),
                 **{c: _suppress(int(b.get(c, 0)), hidden) for c in _COUNTS[1:]},
                 "first_reply_hours": {"median": _stat(median, n, hidden), "p90": _stat(p90, n, hidden)},
-                "outcomes": counts(OUTCOMES, outcomes.get(key, {})),
+                "outcomes": counts(OUTCOMES, breakdown.get("outcome", {})),
                 "findings": counts(FINDINGS, findings.get(key, {})),
-                "referral_quality": counts(QUALITIES, quality.get(key, {})),
+                "referral_quality": counts(QUALITIES, breakdown.get("referral_quality", {})),
                 "client_feedback": {"responses": _suppress(feedback_n, hidden),
                                     "mean_rating": _stat(b.get("feedback_mean"), feedback_n, hidden, 2)},
             }

@@ -47,6 +47,7 @@ def upgrade() -> None:
     sa.Column('escalated', sa.String(length=64), nullable=False),
     sa.Column('received_month', sa.String(length=7), nullable=False),
     sa.Column('reroute_count', sa.Integer(), nullable=False),
+    sa.Column('first_reply_s', sa.Integer(), nullable=True),
     sa.Column('outcome', sa.String(length=24), nullable=True),
     sa.Column('decision', sa.String(length=24), nullable=True),
     sa.Column('referral_quality', sa.String(length=32), nullable=True),
@@ -63,6 +64,7 @@ def upgrade() -> None:
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.create_index('ix_cases_area_state', ['area', 'state'], unique=False)
         batch_op.create_index('ix_cases_month_area', ['received_month', 'area'], unique=False)
+        batch_op.create_index('ix_cases_month_area_reply', ['received_month', 'area', 'first_reply_s'], unique=False)
         batch_op.create_index('ix_cases_open_ack', ['area', 'ack_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
         batch_op.create_index('ix_cases_open_assessment', ['area', 'assessment_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
         batch_op.create_index('ix_cases_open_decision', ['area', 'decision_due_at'], unique=False, postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
@@ -167,6 +169,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cases_open_decision', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND decided_at IS NULL"))
         batch_op.drop_index('ix_cases_open_assessment', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND assessment_started_at IS NULL"))
         batch_op.drop_index('ix_cases_open_ack', postgresql_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"), sqlite_where=sa.text("state IN ('routed', 'delivered', 'acknowledged', 'in_progress', 'info_requested') AND acknowledged_at IS NULL"))
+        batch_op.drop_index('ix_cases_month_area_reply')
         batch_op.drop_index('ix_cases_month_area')
         batch_op.drop_index('ix_cases_area_state')
 
