@@ -86,7 +86,8 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
         have = int((await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one())
     rng = random.Random(seed + have)
     async with ledger.engine.connect() as conn:
-        first_pk = int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(cases.c.pk), 0)))).scalar_one())
+        first_pk = int((await conn.execute(
+            sa.select(sa.func.coalesce(sa.func.max(cases.c.pk), 0)))).scalar_one())
     now = dt.datetime.now(dt.UTC)
     added = 0
     while have + added < count:
@@ -101,11 +102,11 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
         async with ledger.transaction() as conn:
             for i, (tag_type, tag) in enumerate([("need", "housing"), ("need", "income"), ("need", "debt"),
                                                  ("need", "mental_health"), ("finding", "service_gap")]):
+                closed_only = "closed" if tag_type == "finding" else "%"
                 await conn.execute(sa.text(
                     "INSERT INTO case_tags (case_pk, tag_type, tag) SELECT pk, :t, :g FROM cases "
-                    "WHERE sender = 'bench' AND pk > :lo AND (pk + :i) % 3 = 0"
-                    + (" AND state = 'closed'" if tag_type == "finding" else "")),
-                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i})
+                    "WHERE sender = 'bench' AND pk > :lo AND (pk + :i) % 3 = 0 AND state LIKE :s"),
+                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i, "s": closed_only})
     if not ledger.is_postgres and added:
         async with ledger.transaction() as conn:
             await conn.exec_driver_sql("ANALYZE")
