@@ -46,20 +46,21 @@ class MetricsBenchResult:
     series: int
 
 
-def _rows(n: int, start: int, rng: random.Random, now: dt.datetime) -> list[dict[str, Any]]:
+def _rows(n: int, start: int, rng: random.Random, now: dt.datetime, *, sender: str = "bench",
+          history_days: int = 3 * 365) -> list[dict[str, Any]]:
     states, weights = zip(*STATE_MIX, strict=True)
     rows = []
     for i in range(start, start + n):
         state = rng.choices(states, weights)[0]
         # Closed cases span three years; cases still open arrived in the last six weeks.
-        span = 3 * 365 * 86400 if state in ("closed", "failed", "unroutable") else 42 * 86400
+        span = history_days * 86400 if state in ("closed", "failed", "unroutable") else 42 * 86400
         received = now - dt.timedelta(seconds=rng.randint(0, span))
         delivered = received + dt.timedelta(seconds=rng.randint(1, 600)) if state != "routed" else None
         replied = (delivered + dt.timedelta(hours=rng.randint(1, 200))
                    if delivered and state not in ("delivered", "failed", "unroutable") else None)
         rows.append({
-            "referral_id": str(uuid.UUID(int=rng.getrandbits(128))), "sender": "bench",
-            "kela_reference": f"BENCH-{i}", "body_sha256": "0" * 64, "kind": rng.choice(KINDS),
+            "referral_id": str(uuid.UUID(int=rng.getrandbits(128))), "sender": sender,
+            "kela_reference": f"{sender.upper()}-{i}", "body_sha256": "0" * 64, "kind": rng.choice(KINDS),
             "urgency": "urgent" if rng.random() < 0.1 else "normal", "state": state,
             "area": rng.choice(AREAS), "municipality_code": "837", "received_at": received,
             "state_changed_at": received, "delivered_at": delivered, "first_reply_at": replied,
@@ -80,7 +81,7 @@ def _rows(n: int, start: int, rng: random.Random, now: dt.datetime) -> list[dict
 
 
 async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: int = 1,
-                     progress: Any = None) -> int:
+                     progress: Any = None, sender: str = "bench", history_days: int = 3 * 365) -> int:
     """Add synthetic cases until the ledger holds at least `count`; returns how many were added."""
     async with ledger.engine.connect() as conn:
         have = int((await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one())
@@ -93,7 +94,8 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
     while have + added < count:
         n = min(batch, count - have - added)
         async with ledger.transaction() as conn:
-            await conn.execute(cases.insert(), _rows(n, have + added, rng, now))
+            await conn.execute(cases.insert(), _rows(n, have + added, rng, now, sender=sender,
+                                                     history_days=history_days))
         added += n
         if progress is not None:
             progress(have + added, count)
@@ -105,8 +107,8 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
                 closed_only = "closed" if tag_type == "finding" else "%"
                 await conn.execute(sa.text(
                     "INSERT INTO case_tags (case_pk, tag_type, tag) SELECT pk, :t, :g FROM cases "
-                    "WHERE sender = 'bench' AND pk > :lo AND (pk + :i) % 3 = 0 AND state LIKE :s"),
-                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i, "s": closed_only})
+                    "WHERE sender = :sender AND pk > :lo AND (pk + :i) % 3 = 0 AND state LIKE :s"),
+                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i, "s": closed_only, "sender": sender})
     if not ledger.is_postgres and added:
         async with ledger.transaction() as conn:
             await conn.exec_driver_sql("ANALYZE")

@@ -208,6 +208,35 @@ class Simulation:
                      referrals_per_s=round(self.sent / elapsed, 2))
 
 
+HISTORY_SENDER = "demo-backdated"
+
+
+async def seed_history(settings: Settings, count: int = 4000) -> None:
+    """Twelve months of back-dated cases, in the demo database only, marked with their own sender
+    (`demo-backdated`, kela_reference DEMO-BACKDATED-n): statistics have trends and the dashboard
+    has overdue cases on the first run. No referral bodies, so no personal data at all."""
+    from broker.bench_metrics import seed_cases
+    from broker.ledger import Ledger
+
+    ledger = Ledger.from_url(settings.store.url)
+    try:
+        async with ledger.engine.connect() as conn:
+            import sqlalchemy as sa
+
+            from broker.tables import cases
+
+            done = (await conn.execute(sa.select(sa.func.count()).select_from(cases)
+                                       .where(cases.c.sender == HISTORY_SENDER))).scalar_one()
+            total = (await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one()
+        if done:
+            return
+        added = await seed_cases(ledger, total + count, sender=HISTORY_SENDER, history_days=365,
+                                 batch=2000)
+        log.info("demo_history_seeded", cases=added, note="back-dated demo data, sender demo-backdated")
+    finally:
+        await ledger.dispose()
+
+
 def _now() -> str:
     import datetime as dt
 
@@ -238,6 +267,7 @@ async def run_demo(config: Path | None, *, rate: float, duration: float, port: i
         try:
             async with aiohttp.ClientSession() as http:
                 await _wait_ready(http, sim.base)
+                await seed_history(settings)
                 async with asyncio.TaskGroup() as group:
                     jobs = [group.create_task(j) for j in (
                         sim.kela_handlers(http), sim.kela_feed_reader(http), sim.pull_intakes(http),
