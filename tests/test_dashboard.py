@@ -1,0 +1,425 @@
+"""The operators' dashboard (DESIGN § 7): counts per area, login and sessions, CSRF, replay, case
+lookup, and no personal data on any page. Both stores; embedded transport; the real app over HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from broker.ledger import utcnow
+from broker.tables import cases
+from broker.workdays import working_days_between
+from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
+from tests.receiver import Receiver
+from tests.support import (
+    MUNICIPALITY_OF_AREA,
+    get_case,
+    hetu_with,
+    post_referral,
+    referral_body,
+    reply,
+    wait_state,
+)
+from tests.test_delivery import webhook_routes
+
+Client = Any
+
+NO_VALUE = "\u2013"  # the en dash shown for "no value"
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def area_row(page: str, area: str) -> dict[str, str] | None:
+    """The cells of one area's row in the overview table (`data-col` -> text), or None."""
+    m = re.search(rf'<tr data-area="{re.escape(area)}"([^>]*)>(.*?)</tr>', page, re.S)
+    if m is None:
+        return None
+    cells = {k: v.strip() for k, v in re.findall(r'data-col="(\w+)">([^<]*)', m.group(2))}
+    cells["class"] = m.group(1)
+    cells["html"] = m.group(2)
+    return cells
+
+
+def csrf_of(page: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert m, "no CSRF field on the page"
+    return html.unescape(m.group(1))
+
+
+async def login(client: Client, token: str = ADMIN_TOKEN, **headers: str) -> Any:
+    """The login form flow; returns the POST's response (303 with the session cookie on success)."""
+    page = await (await client.get("/dashboard/login")).text()
+    return await client.post("/dashboard/login", data={"csrf": csrf_of(page), "token": token},
+                             headers=headers, allow_redirects=False)
+
+
+async def page_text(client: Client, path: str, status: int = 200, **kwargs: Any) -> str:
+    r = await client.get(path, allow_redirects=False, **kwargs)
+    text = await r.text()
+    assert r.status == status, (path, r.status, text[:500])
+    return text
+
+
+async def post_case(client: Client, ref: str, area: str, *, kind: str = "support_need",
+                    personal: dict[str, str] | None = None) -> str:
+    body = referral_body(ref, municipality_code=MUNICIPALITY_OF_AREA[area], kind=kind)
+    if personal:
+        body["client"].update({k: v for k, v in personal.items() if k != "description"})
+        body["description"] = personal.get("description", body["description"])
+    status, out = await post_referral(client, body)
+    assert status == 202, out
+    return str(out["referral_id"])
+
+
+async def set_case(client: Client, rid: str, **values: Any) -> None:
+    """Move a case's stored times directly in the ledger (deadlines and latencies in the past)."""
+    async with services_of(client).ledger.engine.begin() as conn:
+        await conn.execute(sa.update(cases).where(cases.c.referral_id == rid).values(**values))
+
+
+async def traffic(client: Client) -> dict[str, Any]:
+    """Area 08: two delivered and unanswered (one overdue, one delivered ten days ago), one
+    acknowledged. Area 90: one unanswered, three acknowledged with first-reply latencies 1 h, 2 h,
+    10 h, and one closed long ago (outside the 30-day window). Area 05 (no route): one unroutable."""
+    now = utcnow()
+    hour = dt.timedelta(hours=1)
+    ids: dict[str, Any] = {}
+    ids["a_old"] = await post_case(client, "DASH-A1", "08")
+    ids["a_overdue"] = await post_case(client, "DASH-A2", "08")
+    ids["a_ack"] = await post_case(client, "DASH-A3", "08")
+    ids["b_open"] = await post_case(client, "DASH-B1", "90")
+    ids["b_ack"] = [await post_case(client, f"DASH-B{i}", "90") for i in (2, 3, 4)]
+    ids["b_closed"] = await post_case(client, "DASH-B5", "90")
+    ids["c_unroutable"] = await post_case(client, "DASH-C1", "05")
+    for rid in [ids["a_old"], ids["a_overdue"], ids["a_ack"], ids["b_open"], *ids["b_ack"],
+                ids["b_closed"]]:
+        await wait_state(client, rid, "delivered")
+    code, out = await reply(client, ids["a_ack"], "received", area="08",
+                            message="Vastausviesti-SALAINEN-1 (keksitty)")
+    assert code == 202, out
+    for rid in ids["b_ack"]:
+        code, out = await reply(client, rid, "received", area="90")
+        assert code == 202, out
+    code, out = await reply(client, ids["b_closed"], "closed", area="90")
+    assert code == 202, out
+    ids["old_delivered_at"] = now - dt.timedelta(days=10)
+    await set_case(client, ids["a_old"], delivered_at=ids["old_delivered_at"])
+    await set_case(client, ids["a_overdue"], ack_due_at=now - dt.timedelta(days=1))
+    await set_case(client, ids["a_ack"], received_at=now - 5 * hour, first_reply_at=now - 2 * hour)
+    for rid, latency in zip(ids["b_ack"], (1, 2, 10), strict=True):
+        await set_case(client, rid, received_at=now - 20 * hour,
+                       first_reply_at=now - 20 * hour + latency * hour)
+    long_ago = now - dt.timedelta(days=40)
+    await set_case(client, ids["b_closed"], received_at=long_ago, first_reply_at=long_ago + 100 * hour)
+    return ids
+
+
+# --- overview ------------------------------------------------------------------------------------
+
+
+async def test_overview_counts_per_area(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    ids = await traffic(client)
+    page = await page_text(client, "/dashboard", headers=auth(ADMIN_TOKEN))
+
+    a = area_row(page, "08")
+    assert a is not None
+    assert (a["open"], a["unanswered"], a["overdue"]) == ("3", "2", "1")
+    assert 'class="overdue"' in a["class"] and "⚠" in a["html"]
+    assert a["oldest"] == str(working_days_between(ids["old_delivered_at"], utcnow()))
+    assert int(a["oldest"]) >= 5
+    assert (a["p50"], a["p90"], a["replied"]) == ("3.0", "3.0", "1")
+
+    b = area_row(page, "90")
+    assert b is not None
+    assert (b["open"], b["unanswered"], b["overdue"], b["oldest"]) == ("4", "1", "0", "0")
+    assert 'overdue' not in b["class"]
+    # percentile_cont over 1 h, 2 h, 10 h (the closed case was received 40 days ago: left out).
+    assert (b["p50"], b["p90"], b["replied"]) == ("2.0", "8.4", "3")
+
+    for quiet in ("19", "03"):  # a route, no cases
+        row = area_row(page, quiet)
+        assert row is not None and (row["open"], row["unanswered"], row["overdue"]) == ("0", "0", "0")
+        assert row["p50"] == NO_VALUE and row["oldest"] == NO_VALUE
+    unroutable = area_row(page, "05")  # cases, no route
+    assert unroutable is not None and unroutable["open"] == "0"
+    assert area_row(page, "91") is None  # neither a route nor a case
+    assert "Pirkanmaan hyvinvointialue" in page  # names from the classification (fi by default)
+
+    overdue = re.search(r'<table id="overdue">(.*?)</table>', page, re.S)
+    assert overdue is not None and ids["a_overdue"] in overdue.group(1)
+    assert re.search(rf'<tr class="overdue" data-referral="{ids["a_overdue"]}"', page)
+    assert ids["a_old"] not in overdue.group(1)
+    assert '<meta http-equiv="refresh" content="30">' in page
+    assert "<script" not in page.lower()
+
+
+async def test_languages(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    await post_case(client, "DASH-L1", "08")
+    fi = await page_text(client, "/dashboard", headers=auth(ADMIN_TOKEN))
+    en = await page_text(client, "/dashboard?lang=en", headers=auth(ADMIN_TOKEN))
+    sv = await page_text(client, "/dashboard?lang=sv", headers=auth(ADMIN_TOKEN))
+    xx = await page_text(client, "/dashboard?lang=xx", headers=auth(ADMIN_TOKEN))
+    assert '<html lang="fi">' in fi and "Vastaamatta" in fi and "Unanswered" not in fi
+    assert '<html lang="en">' in en and "Unanswered" in en and "Oldest unanswered" in en
+    assert '<html lang="sv">' in sv and "Obesvarade" in sv and "Birkalands välfärdsområde" in sv
+    assert '<html lang="fi">' in xx
+
+
+async def test_security_headers_on_every_dashboard_response(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    responses = [
+        await client.get("/dashboard", headers=auth(ADMIN_TOKEN)),
+        await client.get("/dashboard", allow_redirects=False),
+        await client.get("/dashboard/login"),
+        await client.get("/dashboard", headers=auth(KELA_TOKEN)),
+        await client.get("/dashboard/cases?q=nothing", headers=auth(ADMIN_TOKEN)),
+        await client.get("/dashboard/static/dashboard.css"),
+    ]
+    for r in responses:
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, (r.url, name, r.headers.get(name))
+        csp = r.headers["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert (await client.get("/healthz")).headers.get("X-Frame-Options") is None
+
+
+# --- auth ---------------------------------------------------------------------------------------
+
+
+async def test_login_flow_sets_a_safe_cookie(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    r = await client.get("/dashboard?lang=en", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"] == "/dashboard/login?lang=en"
+
+    r = await login(client, "not-a-token")
+    assert r.status == 401 and "handoff_dashboard=" not in r.headers.get("Set-Cookie", "")
+    r = await client.post("/dashboard/login", data={"token": ADMIN_TOKEN}, allow_redirects=False)
+    assert r.status == 403  # no double-submit token
+
+    r = await login(client)
+    assert r.status == 303 and r.headers["Location"] == "/dashboard?lang=fi"
+    cookie = next(c for c in r.headers.getall("Set-Cookie") if c.startswith("handoff_dashboard="))
+    attrs = [a.strip().lower() for a in cookie.split(";")]
+    assert "httponly" in attrs and "samesite=strict" in attrs and "path=/dashboard" in attrs
+    assert "secure" not in attrs  # plain http in the test
+    value = cookie.split(";")[0].split("=", 1)[1]
+    assert ADMIN_TOKEN not in value
+
+    page = await page_text(client, "/dashboard")  # the cookie jar sends the session
+    assert 'id="areas"' in page
+
+    # Logout (with its CSRF token) ends the session, also for a copy of the cookie kept elsewhere.
+    r = await client.post("/dashboard/logout", data={"csrf": csrf_of(page)}, allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
+    assert (await client.get("/dashboard", allow_redirects=False)).status == 303
+    client.session.cookie_jar.clear()
+    r = await client.get("/dashboard", allow_redirects=False,
+                         headers={"Cookie": f"handoff_dashboard={value}"})
+    assert r.status == 303
+
+    # A tampered cookie is a login redirect, never a page.
+    assert (await login(client)).status == 303
+    fresh = next(c.value for c in client.session.cookie_jar if c.key == "handoff_dashboard")
+    forged = fresh[:-2] + ("AA" if not fresh.endswith("AA") else "BB")
+    client.session.cookie_jar.clear()
+    for bad in (forged, "garbage", fresh.split(".")[0]):
+        r = await client.get("/dashboard", allow_redirects=False,
+                             headers={"Cookie": f"handoff_dashboard={bad}"})
+        assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
+
+    behind_proxy = await login(client, **{"X-Forwarded-Proto": "https"})
+    cookie = next(c for c in behind_proxy.headers.getall("Set-Cookie")
+                  if c.startswith("handoff_dashboard="))
+    assert "secure" in [a.strip().lower() for a in cookie.split(";")]
+
+
+async def test_non_admin_tokens_get_403(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    rid = await post_case(client, "DASH-F1", "08")
+    for token in (KELA_TOKEN, intake_token("08"), intake_token("90")):
+        for path in ("/dashboard", f"/dashboard/cases?q={rid}", "/dashboard?lang=en"):
+            r = await client.get(path, headers=auth(token), allow_redirects=False)
+            assert r.status == 403, (token, path, r.status)
+            assert "DASH-F1" not in await r.text()
+        r = await client.post("/dashboard/dead-letters/1/replay", data={"csrf": "x"},
+                              headers=auth(token), allow_redirects=False)
+        assert r.status == 403
+        r = await login(client, token)
+        assert r.status == 403 and "handoff_dashboard=" not in r.headers.get("Set-Cookie", "")
+    r = await client.get("/dashboard", headers=auth("no-such-token"), allow_redirects=False)
+    assert r.status == 401
+
+
+# --- dead letters: replay through the dashboard, CSRF --------------------------------------------
+
+
+async def test_replay_through_the_dashboard_and_csrf(make_client, store_url) -> None:
+    healthy = False
+    receiver = await Receiver(behaviour=lambda _n: 204 if healthy else 503).start()
+    try:
+        settings = base_settings(store_url, routes=webhook_routes(receiver.url),
+                                 delivery={"give_up_after_s": 1.0})
+        client = await make_client(settings)
+        rid = await post_case(client, "DASH-D1", "08")
+        await wait_state(client, rid, "failed")
+
+        assert (await login(client)).status == 303
+        page = await page_text(client, "/dashboard")
+        m = re.search(r'<tr data-dead-letter="(\d+)">', page)
+        assert m, "the dead letter is listed"
+        dl_id = m.group(1)
+        assert area_row(page, "08")["dead"] == "1"  # type: ignore[index]
+        assert "http_503" in page
+        replay_path = f"/dashboard/dead-letters/{dl_id}/replay"
+
+        # Missing, wrong, and another session's token: 403, and nothing is replayed.
+        assert (await client.post(replay_path, data={}, allow_redirects=False)).status == 403
+        assert (await client.post(replay_path, data={"csrf": "forged"},
+                                  allow_redirects=False)).status == 403
+        other = await page_text(client, "/dashboard", headers=auth(ADMIN_TOKEN))  # bearer binding
+        assert csrf_of(other) != csrf_of(page)
+        r = await client.post(replay_path, data={"csrf": csrf_of(other)}, allow_redirects=False)
+        assert r.status == 403
+        assert (await get_case(client, rid))["state"] == "failed"
+
+        healthy = True
+        r = await client.post(replay_path, data={"csrf": csrf_of(page)}, allow_redirects=False)
+        assert r.status == 303, await r.text()
+        assert r.headers["Location"].startswith("/dashboard?") and "done=replayed" in r.headers["Location"]
+        case = await wait_state(client, rid, "delivered")
+        assert next(e for e in case["events"] if e["type"] == "replayed")["actor"] == "admin-1"
+        assert receiver.referral_ids()[rid] == 1
+
+        after = await page_text(client, "/dashboard?done=replayed")
+        assert f'data-dead-letter="{dl_id}"' not in after
+        assert area_row(after, "08")["dead"] == "0"  # type: ignore[index]
+        assert "Viesti lähetettiin uudelleen." in after
+
+        r = await client.post(replay_path, data={"csrf": csrf_of(page)}, allow_redirects=False)
+        assert r.status == 303 and "done=already" in r.headers["Location"]
+        # The bearer caller works too, with the token of its own binding.
+        r = await client.post("/dashboard/dead-letters/999/replay", data={"csrf": csrf_of(other)},
+                              headers=auth(ADMIN_TOKEN), allow_redirects=False)
+        assert r.status == 303 and "done=missing" in r.headers["Location"]
+    finally:
+        await receiver.stop()
+
+
+# --- case lookup ---------------------------------------------------------------------------------
+
+
+async def test_case_lookup_by_referral_id_and_kela_reference(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    ids = await traffic(client)
+    rid = ids["a_ack"]
+    by_id = await page_text(client, f"/dashboard/cases?q={rid}", headers=auth(ADMIN_TOKEN))
+    by_ref = await page_text(client, "/dashboard/cases?q=DASH-A3&lang=en", headers=auth(ADMIN_TOKEN))
+    for page in (by_id, by_ref):
+        assert rid in page and "DASH-A3" in page
+        assert re.search(r'data-field="state"><code>acknowledged</code>', page)
+        assert re.search(r'data-field="area"><code>08</code>', page)
+        assert re.search(r'data-field="kind"><code>support_need</code>', page)
+        assert re.search(r'data-field="urgency"><code>normal</code>', page)
+        assert 'data-deadline="acknowledge"' in page and 'data-deadline="assessment"' in page
+        types = re.findall(r'<tr data-event="(\w+)">', page)
+        assert types[:4] == ["received", "routed", "delivered", "reply"], types
+        assert re.search(r"<code>received</code>", page)  # the reply's status
+        assert "intake-08" in page and "kela-1" in page  # actors
+    assert "Acknowledgement" in by_ref or "acknowledgement" in by_ref
+
+    late = await page_text(client, f"/dashboard/cases?q={ids['a_overdue']}", headers=auth(ADMIN_TOKEN))
+    assert re.search(r'<tr data-deadline="acknowledge" class="overdue">', late)
+    assert '<section id="case" class="overdue">' in late and "⚠ myöhässä" in late
+
+    await page_text(client, "/dashboard/cases?q=NO-SUCH-REF", 404, headers=auth(ADMIN_TOKEN))
+    hetu = hetu_with(dt.date(1980, 5, 17), "-", 923)
+    refused = await page_text(client, f"/dashboard/cases?q={hetu}", 400, headers=auth(ADMIN_TOKEN))
+    assert hetu not in refused
+    # A referral id whose last group happens to look like an identity code is still an id.
+    await page_text(client, "/dashboard/cases?q=4a8af5b9-cfcf-4f02-bee4-456298f99967", 404,
+                    headers=auth(ADMIN_TOKEN))
+
+
+async def test_no_personal_data_on_any_dashboard_page(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    secrets: list[str] = []
+    rids: list[str] = []
+    for i, area in enumerate(["08", "08", "90", "05"]):
+        personal = {
+            "personal_id": hetu_with(dt.date(1970 + i, 3, 14), "-", 950 + i),
+            "first_names": f"Qwertyina{i} Kuvitelma",
+            "last_name": f"Zyxwvutsson{i}",
+            "description": f"Kuvausteksti-SALAINEN-{i} (keksitty)",
+        }
+        kind = "support_need_without_consent" if i == 2 else "support_need"
+        rid = await post_case(client, f"DASH-P{i}", area, kind=kind, personal=personal)
+        rids.append(rid)
+        secrets += list(personal.values())
+    secrets.append("Asiakkaan turvallisuus vaatii")  # the justification text of the demo referral
+    await wait_state(client, rids[0], "delivered")
+    await wait_state(client, rids[2], "delivered")
+    code, _ = await reply(client, rids[0], "info_requested", area="08",
+                          question="Kysymysteksti-SALAINEN (keksitty)",
+                          message="Viestiteksti-SALAINEN (keksitty)")
+    assert code == 202
+    code, _ = await reply(client, rids[2], "assigned", area="90")  # a worker's name and phone
+    assert code == 202
+    secrets += ["Kysymysteksti-SALAINEN", "Viestiteksti-SALAINEN", "Keksitty Työntekijä",
+                "+358 40 000 0001", "+358 40 000 0000"]
+    await set_case(client, rids[1], ack_due_at=utcnow() - dt.timedelta(hours=3))
+
+    assert (await login(client)).status == 303
+    pages: dict[str, str] = {}
+    queue = [f"/dashboard?lang={lang}" for lang in ("fi", "en", "sv")]
+    queue += [f"/dashboard/cases?q={q}&lang={lang}" for q in [*rids, "DASH-P0", "DASH-P3"]
+              for lang in ("fi", "sv")]
+    while queue and len(pages) < 200:  # every dashboard link reachable from these pages
+        path = queue.pop()
+        if path in pages:
+            continue
+        r = await client.get(path, allow_redirects=False)
+        pages[path] = await r.text()
+        for href in re.findall(r'href="(/dashboard[^"#]*)"', pages[path]):
+            href = html.unescape(href)
+            if href not in pages and "/static/" not in href:
+                queue.append(href)
+    pages["login"] = await (await client.get("/dashboard/login")).text()
+    pages["forbidden"] = await (await client.get("/dashboard", headers=auth(KELA_TOKEN))).text()
+    assert len(pages) > 12
+    for path, text in pages.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret!r} appears on {path}"
+        assert "<script" not in text.lower()
+    for rid in rids:
+        assert any(rid in text for text in pages.values())
+
+
+@pytest.mark.parametrize("lang", ["fi", "en", "sv"])
+def test_every_language_has_every_label(lang: str) -> None:
+    from broker.dashboard import LABELS
+
+    assert set(LABELS[lang]) == set(LABELS["fi"])
+    assert all(LABELS[lang].values())
+
+
+async def test_overview_of_an_empty_ledger(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    page = await page_text(client, "/dashboard", headers=auth(ADMIN_TOKEN))
+    row = area_row(page, "08")
+    assert row is not None and row["open"] == "0" and row["p50"] == NO_VALUE
+    assert area_row(page, "05") is None  # no route and no case
