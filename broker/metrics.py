@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from broker.ledger import Ledger, utcnow
 from broker.tables import cases, outbox, unanswered, waiting
+from schemas.enums import Kind
 
 __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
 
@@ -112,3 +113,9 @@ class Metrics:
                                     ["reason"], registry=r)
         self.gauges = LedgerGauges()
         r.register(self.gauges)
+        # Known label sets start at 0, so rate() and increase() see the first event of a process.
+        for kind in Kind:
+            for channel in ("api", "xml"):
+                self.referrals_received.labels(kind=kind.value, channel=channel)
+        for channel in ("api", "xml"):
+            self.validation_rejections.labels(channel=channel)

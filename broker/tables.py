@@ -211,4 +211,5 @@ dead_letters = Table(
     Column("created_at", TS, nullable=False),
     Column("replayed_at", TS, nullable=True),
     Index("ix_dead_letters_event", "event_id"),
+    Index("ix_dead_letters_open", "replayed_at", "area"),
 )

@@ -89,6 +89,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('dead_letters', schema=None) as batch_op:
         batch_op.create_index('ix_dead_letters_event', ['event_id'], unique=False)
+        batch_op.create_index('ix_dead_letters_open', ['replayed_at', 'area'], unique=False)
 
     op.create_table('events',
     sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -159,6 +160,7 @@ def downgrade() -> None:
 
     op.drop_table('events')
     with op.batch_alter_table('dead_letters', schema=None) as batch_op:
+        batch_op.drop_index('ix_dead_letters_open')
         batch_op.drop_index('ix_dead_letters_event')
 
     op.drop_table('dead_letters')
