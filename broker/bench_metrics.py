@@ -72,6 +72,8 @@ def _rows(n: int, start: int, rng: random.Random, now: dt.datetime, *, sender: s
             "decision_due_at": None, "escalated": "", "return_count": 0, "areas_tried": "",
             "received_month": f"{helsinki_date(received):%Y-%m}", "reroute_count": 0,
             "first_reply_s": int((replied - received).total_seconds()) if replied else None,
+            "needs_mask": rng.getrandbits(4) | 1,
+            "findings_mask": rng.getrandbits(3) if state == "closed" else 0,
             "outcome": rng.choice(OUTCOMES) if state == "closed" else None,
             "referral_quality": rng.choice(QUALITY) if replied else None,
             "feedback_rating": rng.randint(1, 5) if state == "closed" and rng.random() < 0.4 else None,
@@ -86,9 +88,6 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
     async with ledger.engine.connect() as conn:
         have = int((await conn.execute(sa.select(sa.func.count()).select_from(cases))).scalar_one())
     rng = random.Random(seed + have)
-    async with ledger.engine.connect() as conn:
-        first_pk = int((await conn.execute(
-            sa.select(sa.func.coalesce(sa.func.max(cases.c.pk), 0)))).scalar_one())
     now = dt.datetime.now(dt.UTC)
     added = 0
     while have + added < count:
@@ -99,16 +98,6 @@ async def seed_cases(ledger: Ledger, count: int, *, batch: int = 20_000, seed: i
         added += n
         if progress is not None:
             progress(have + added, count)
-    if added:
-        # Needs and findings as multi-valued tags, spread over the seeded cases by pk.
-        async with ledger.transaction() as conn:
-            for i, (tag_type, tag) in enumerate([("need", "housing"), ("need", "income"), ("need", "debt"),
-                                                 ("need", "mental_health"), ("finding", "service_gap")]):
-                closed_only = "closed" if tag_type == "finding" else "%"
-                await conn.execute(sa.text(
-                    "INSERT INTO case_tags (case_pk, tag_type, tag) SELECT pk, :t, :g FROM cases "
-                    "WHERE sender = :sender AND pk > :lo AND (pk + :i) % 3 = 0 AND state LIKE :s"),
-                    {"t": tag_type, "g": tag, "lo": first_pk, "i": i, "s": closed_only, "sender": sender})
     if not ledger.is_postgres and added:
         async with ledger.transaction() as conn:
             await conn.exec_driver_sql("ANALYZE")

@@ -10,8 +10,9 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ from broker.ledger import CaseRow, Ledger, dumps, new_id, utcnow
 from broker.routing import ALAND_AREA, Classification
 from broker.settings import Settings
 from broker.state_machine import reply_target
-from broker.tables import case_tags, cases, dead_letters, events, outbox, processed
+from broker.tables import cases, dead_letters, events, outbox, processed
 from broker.transport import (
     REFERRALS_EXCHANGE,
     REPLIES_EXCHANGE,
@@ -38,9 +39,17 @@ from schemas.errors import SchemaError
 from schemas.models import Answer, Referral, Reply
 from schemas.rules import parse_reply
 
-__all__ = ["AcceptResult", "CaseService", "ReplyResult", "body_hash"]
+__all__ = ["AcceptResult", "CaseService", "ReplyResult", "body_hash", "enum_mask"]
 
 S = CaseState
+
+
+def enum_mask(members: Iterable[Enum]) -> int:
+    """Bit i set for the i-th member of the enum (declaration order is part of the stored format)."""
+    mask = 0
+    for member in members:
+        mask |= 1 << list(type(member)).index(member)
+    return mask
 
 
 def body_hash(obj: Any) -> str:
@@ -143,8 +152,9 @@ class CaseService:
         stored = referral.model_copy(update={"referral_id": uuid.UUID(referral_id), "received_at": now})
         due = {d.name: d.due_at for d in compute_deadlines(now, referral.kind.value,
                                                            referral.urgency.value, self.settings.sla)}
-        inserted = await conn.execute(cases.insert().values(
+        await conn.execute(cases.insert().values(
             received_month=f"{helsinki_date(now):%Y-%m}", reroute_count=0,
+            needs_mask=enum_mask(referral.needs), findings_mask=0,
             referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,
             body_sha256=sha, kind=referral.kind.value, urgency=referral.urgency.value, state=state,
             area=area, municipality_code=referral.client.municipality_code, received_at=now,
@@ -153,11 +163,6 @@ class CaseService:
             ack_due_at=due.get("acknowledge"), assessment_due_at=due.get("assessment"),
             decision_due_at=due.get("decision"),
         ))
-        assert inserted.inserted_primary_key is not None
-        case_pk = inserted.inserted_primary_key[0]
-        if referral.needs:
-            await conn.execute(case_tags.insert(), [
-                {"case_pk": case_pk, "tag_type": "need", "tag": n.value} for n in set(referral.needs)])
         result = AcceptResult(referral_id, state, area, created=True, reason=reason)
         await self.ledger.add_event(conn, referral_id=referral_id, type_="received", at=now,
                                     actor=sender, data={"result": result.body(), "channel": "api"})
@@ -278,7 +283,7 @@ class CaseService:
         return ReplyResult(created=True, body=result)
 
     @staticmethod
-    async def _statistics_facts(conn: AsyncConnection, case: CaseRow, reply: Reply) -> dict[str, Any]:
+    async def _statistics_facts(_conn: AsyncConnection, _case: CaseRow, reply: Reply) -> dict[str, Any]:
         """What § 11 statistics need from a reply, kept on the case (no free text, no names)."""
         values: dict[str, Any] = {}
         if reply.referral_quality is not None:
@@ -291,9 +296,7 @@ class CaseService:
                 values["feedback_rating"] = reply.client_feedback.rating
                 values["feedback_heard"] = reply.client_feedback.heard
             if reply.findings:
-                await conn.execute(case_tags.insert(), [
-                    {"case_pk": case.pk, "tag_type": "finding", "tag": f.value}
-                    for f in set(reply.findings)])
+                values["findings_mask"] = enum_mask(reply.findings)
         return values
 
     @staticmethod

@@ -70,6 +70,8 @@ class CaseRow:
     received_month: str
     reroute_count: int
     first_reply_s: int | None
+    needs_mask: int
+    findings_mask: int
     outcome: str | None
     decision: str | None
     referral_quality: str | None

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from broker.errors import InvalidInput
 from broker.ledger import Ledger, utcnow
 from broker.routing import Classification
-from broker.tables import UTCDateTime, case_tags, cases
+from broker.tables import UTCDateTime, cases
 from schemas.enums import Finding, Kind, Need, Outcome, ReferralQuality
 
 __all__ = ["CSV_COLUMNS", "StatsQuery", "compute_statistics", "parse_stats_query", "rows_to_csv"]
@@ -111,13 +111,14 @@ async def _base(conn: AsyncConnection, q: StatsQuery, now: dt.datetime) -> dict[
             sa.func.count(cases.c.feedback_rating), sa.func.avg(cases.c.feedback_rating),
             # One pass over the span: the enumerated breakdowns are conditional sums, not GROUP BYs.
             *(_int(column == value) for column, values in _ENUMERATED for value in values),
+            *(_int(mask.op("&")(1 << i) != 0) for mask, values in _MASKS for i in range(len(values))),
         ).where(_scope(q)).group_by(cases.c.received_month, cases.c.area))
     out = {}
     for month, area, *values in rows:
         counts = dict(zip(_COUNTS, (int(v or 0) for v in values[:7]), strict=True))
         rest = iter(int(v or 0) for v in values[9:])
         breakdown = {column.name: {value: next(rest) for value in enum_values}
-                     for column, enum_values in _ENUMERATED}
+                     for column, enum_values in [*_ENUMERATED, *_MASKS]}
         out[(month, area)] = {**counts, "feedback_n": int(values[7] or 0),
                               "feedback_mean": float(values[8]) if values[8] is not None else None,
                               "breakdown": breakdown}
@@ -126,18 +127,8 @@ async def _base(conn: AsyncConnection, q: StatsQuery, now: dt.datetime) -> dict[
 
 _ENUMERATED: list[tuple[sa.Column[Any], list[str]]] = [
     (cases.c.kind, KINDS), (cases.c.outcome, OUTCOMES), (cases.c.referral_quality, QUALITIES)]
-
-
-async def _tags(conn: AsyncConnection, q: StatsQuery, tag_type: str) -> dict[tuple[str, str], dict[str, int]]:
-    rows = await conn.execute(
-        sa.select(cases.c.received_month, cases.c.area, case_tags.c.tag, sa.func.count())
-        .select_from(cases.join(case_tags, case_tags.c.case_pk == cases.c.pk))
-        .where(_scope(q), case_tags.c.tag_type == tag_type)
-        .group_by(cases.c.received_month, cases.c.area, case_tags.c.tag))
-    out: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    for month, area, tag, n in rows:
-        out[(month, area)][tag] = int(n)
-    return out
+_MASKS: list[tuple[sa.Column[Any], list[str]]] = [
+    (cases.c.needs_mask, NEEDS), (cases.c.findings_mask, FINDINGS)]
 
 
 async def _percentiles(conn: AsyncConnection, ledger: Ledger, q: StatsQuery,
@@ -210,8 +201,6 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
         return []
     async with ledger.engine.connect() as conn:
         base = await _base(conn, q, now)
-        needs = await _tags(conn, q, "need")
-        findings = await _tags(conn, q, "finding")
         latency = await _percentiles(conn, ledger, q)
     rows = []
     for month in q.months:
@@ -231,11 +220,11 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
                 "area": area, "area_name": classification.areas[area].name_fi, "month": month,
                 **{c: _suppress(int(b.get(c, 0)), hidden) for c in _COUNTS[:1]},
                 "by_kind": counts(KINDS, breakdown.get("kind", {})),
-                "by_need": counts(NEEDS, needs.get(key, {})),
+                "by_need": counts(NEEDS, breakdown.get("needs_mask", {})),
                 **{c: _suppress(int(b.get(c, 0)), hidden) for c in _COUNTS[1:]},
                 "first_reply_hours": {"median": _stat(median, n, hidden), "p90": _stat(p90, n, hidden)},
                 "outcomes": counts(OUTCOMES, breakdown.get("outcome", {})),
-                "findings": counts(FINDINGS, findings.get(key, {})),
+                "findings": counts(FINDINGS, breakdown.get("findings_mask", {})),
                 "referral_quality": counts(QUALITIES, breakdown.get("referral_quality", {})),
                 "client_feedback": {"responses": _suppress(feedback_n, hidden),
                                     "mean_rating": _stat(b.get("feedback_mean"), feedback_n, hidden, 2)},

@@ -25,7 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["case_tags", "cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
+__all__ = ["cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
 
 metadata = MetaData(
     naming_convention={
@@ -107,6 +107,10 @@ cases = Table(
     Column("received_month", String(7), nullable=False),
     Column("reroute_count", Integer, nullable=False, default=0),
     Column("first_reply_s", Integer, nullable=True),  # received -> first reply, for percentiles
+    # Multi-valued facts as bit sets (bit i = the i-th enum member): counted in the same single
+    # pass over a month span as everything else, no join.
+    Column("needs_mask", Integer, nullable=False, default=0),
+    Column("findings_mask", Integer, nullable=False, default=0),
     Column("outcome", String(24), nullable=True),
     Column("decision", String(24), nullable=True),
     Column("referral_quality", String(32), nullable=True),
@@ -132,15 +136,6 @@ cases = Table(
                              ("decision", "decision_due_at", "decided_at"))),
     Index("ix_cases_unanswered", "area", "urgency", "delivered_at",
           postgresql_where=unanswered(), sqlite_where=unanswered()),
-)
-
-# Multi-valued facts for statistics: the referral's needs and the worker's findings at closing.
-case_tags = Table(
-    "case_tags", metadata,
-    Column("case_pk", PK, nullable=False),
-    Column("tag_type", String(8), nullable=False),
-    Column("tag", String(32), nullable=False),
-    sa.PrimaryKeyConstraint("case_pk", "tag_type", "tag", name="pk_case_tags"),
 )
 
 events = Table(

@@ -79,7 +79,7 @@ async def _truncate_pg(url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.cases') IS NOT NULL")
         if exists:
-            await conn.execute("TRUNCATE cases, case_tags, events, updates, outbox, processed, dead_letters "
+            await conn.execute("TRUNCATE cases, events, updates, outbox, processed, dead_letters "
                                "RESTART IDENTITY")
     finally:
         await conn.close()

@@ -16,12 +16,6 @@ depends_on = None
 
 def upgrade() -> None:
 
-    op.create_table('case_tags',
-    sa.Column('case_pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('tag_type', sa.String(length=8), nullable=False),
-    sa.Column('tag', sa.String(length=32), nullable=False),
-    sa.PrimaryKeyConstraint('case_pk', 'tag_type', 'tag', name='pk_case_tags')
-    )
     op.create_table('cases',
     sa.Column('pk', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('referral_id', sa.String(length=36), nullable=False),
@@ -48,6 +42,8 @@ def upgrade() -> None:
     sa.Column('received_month', sa.String(length=7), nullable=False),
     sa.Column('reroute_count', sa.Integer(), nullable=False),
     sa.Column('first_reply_s', sa.Integer(), nullable=True),
+    sa.Column('needs_mask', sa.Integer(), nullable=False),
+    sa.Column('findings_mask', sa.Integer(), nullable=False),
     sa.Column('outcome', sa.String(length=24), nullable=True),
     sa.Column('decision', sa.String(length=24), nullable=True),
     sa.Column('referral_quality', sa.String(length=32), nullable=True),
@@ -176,5 +172,4 @@ def downgrade() -> None:
         batch_op.drop_index('ix_cases_area_state')
 
     op.drop_table('cases')
-    op.drop_table('case_tags')
 
