@@ -57,7 +57,9 @@ __all__ = [
     "BenchError",
     "BenchOptions",
     "BenchResult",
+    "Ceiling",
     "Latency",
+    "machine_busy_s",
     "measure_ceiling",
     "percentile",
     "render_report",
@@ -169,6 +171,13 @@ class BenchResult:
     """The service's CPU time (user + system, all processes) per referral in the saturation run:
     steadier than throughput on a machine that other work shares."""
     http_error_kinds: dict[str, int] = field(default_factory=dict)
+    machine_cpu_ms_per_message: float = 0.0
+    """Machine-wide CPU per message of the ceiling run."""
+    machine_cpu_ms_per_referral: float = 0.0
+    """Machine-wide CPU per referral of the saturation run; with both runs CPU-bound, the ratio is
+    about machine_cpu_ms_per_message / machine_cpu_ms_per_referral."""
+    bench_cpu_ms_per_referral: float = 0.0
+    """This process (clients and webhook receiver), which shares the machine with the service."""
 
     @property
     def ratio(self) -> float:
@@ -211,6 +220,9 @@ class BenchResult:
             "http_errors": self.http_errors,
             "http_error_kinds": dict(self.http_error_kinds),
             "cpu_ms_per_referral": round(self.cpu_ms_per_referral, 3),
+            "machine_cpu_ms_per_message": round(self.machine_cpu_ms_per_message, 3),
+            "machine_cpu_ms_per_referral": round(self.machine_cpu_ms_per_referral, 3),
+            "bench_cpu_ms_per_referral": round(self.bench_cpu_ms_per_referral, 3),
             "undelivered": self.undelivered,
             "duplicate_deliveries": self.duplicate_deliveries,
             "targets_met": self.targets_met(),
@@ -257,19 +269,16 @@ class _Progress:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=n)
 
-    def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.console.print(text)
-
 
 # --- (a) the ceiling ------------------------------------------------------------------------------
 
 
 async def measure_ceiling(amqp_url: str, count: int, *, progress: _Progress | None = None,
-                          window: int = _CEILING_WINDOW, prefetch: int = _CEILING_PREFETCH) -> float:
+                          window: int = _CEILING_WINDOW, prefetch: int = _CEILING_PREFETCH) -> Ceiling:
     """Messages per second through one quorum queue: persistent publishes with confirms (at most
     `window` unconfirmed) and a consumer acking each message (`prefetch` unacked)."""
     import aio_pika
+    from aio_pika.abc import AbstractIncomingMessage
     from pamqp.commands import Basic
 
     connection = await aio_pika.connect(amqp_url)
@@ -284,11 +293,11 @@ async def measure_ceiling(amqp_url: str, count: int, *, progress: _Progress | No
         done = asyncio.Event()
         body = _sample_envelope()
 
-        async def on_message(message: Any) -> None:
+        async def on_message(message: AbstractIncomingMessage) -> None:
             nonlocal received
             await message.ack()
             received += 1
-            if progress is not None and expected > 0:
+            if progress is not None:
                 progress.advance()
             if received >= expected:
                 done.set()
@@ -319,7 +328,9 @@ async def measure_ceiling(amqp_url: str, count: int, *, progress: _Progress | No
             await run(warmup, 0)  # the queue's first writes and the channel's first confirms
             if progress is not None:
                 progress.phase("ceiling (aio-pika)", count)
+            busy_before = machine_busy_s()
             elapsed = await run(count, warmup)
+            busy = machine_busy_s() - busy_before
         finally:
             with contextlib.suppress(Exception):
                 await queue.cancel(tag)
@@ -327,7 +338,21 @@ async def measure_ceiling(amqp_url: str, count: int, *, progress: _Progress | No
                 await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
-    return count / elapsed
+    return Ceiling(per_s=count / elapsed, machine_cpu_ms_per_message=busy * 1000 / count)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    per_s: float
+    machine_cpu_ms_per_message: float
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs; user, system, interrupts), from
+    /proc/stat: what a message costs everyone, this process, RabbitMQ and PostgreSQL included."""
+    fields = [int(v) for v in Path("/proc/stat").read_text("utf-8").split("\n", 1)[0].split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 def _sample_envelope() -> bytes:
@@ -684,7 +709,7 @@ async def run_bench(options: BenchOptions, *, show_progress: bool = False,
 
 
 async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, store_url: str,
-                      amqp_url: str, ceiling: float, progress: _Progress,
+                      amqp_url: str, ceiling: Ceiling, progress: _Progress,
                       on_started: Callable[[list[int]], None]) -> BenchResult:
     token, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     receiver = _Receiver(secret)
@@ -727,11 +752,12 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     warmup_total = options.warmup_count
     _phase, warm_missing = await measured(
         "warm-up", warmup_total, lambda: load.closed_loop(warmup_total, options.concurrency))
-    cpu_before = _total_cpu_s(services)
+    cpu_before, busy_before, own_before = _total_cpu_s(services), machine_busy_s(), time.process_time()
     saturation, sat_missing = await measured(
         f"saturation ({options.concurrency} clients)", options.count,
         lambda: load.closed_loop(options.count, options.concurrency))
     sat_cpu_s = _total_cpu_s(services) - cpu_before
+    sat_busy_s, own_s = machine_busy_s() - busy_before, time.process_time() - own_before
     sat_times = [receiver.delivered[r] for r in saturation.accepted if r in receiver.delivered]
     sat_elapsed = (max(sat_times) - saturation.started) if sat_times else float("inf")
     end_to_end = len(sat_times) / sat_elapsed
@@ -764,7 +790,7 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     if receiver.bad_signatures:
         raise BenchError(f"{receiver.bad_signatures} webhook(s) failed signature verification")
     return BenchResult(
-        ceiling_per_s=ceiling,
+        ceiling_per_s=ceiling.per_s,
         end_to_end_per_s=end_to_end,
         fixed=Latency.of([receiver.delivered[r] - t for r, t in fixed.accepted.items()
                           if r in receiver.delivered]),
@@ -783,6 +809,9 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
         http_errors=load.errors.total(),
         http_error_kinds=dict(load.errors),
         cpu_ms_per_referral=sat_cpu_s * 1000 / max(1, len(sat_times)),
+        machine_cpu_ms_per_message=ceiling.machine_cpu_ms_per_message,
+        machine_cpu_ms_per_referral=sat_busy_s * 1000 / max(1, len(sat_times)),
+        bench_cpu_ms_per_referral=own_s * 1000 / max(1, len(sat_times)),
         undelivered=len(warm_missing) + len(sat_missing) + len(fixed_missing),
         duplicate_deliveries=receiver.duplicates,
     )
@@ -830,7 +859,10 @@ def render_report(result: BenchResult) -> str:
         f"  service RSS   boot {result.rss_boot_mb:.1f} MB   start {result.rss_start_mb:.1f} MB"
         f"   end {result.rss_end_mb:.1f} MB   ({result.rss_growth * 100:+.1f} %,"
         f" target < {TARGET_RSS_GROWTH * 100:.0f} %  {_mark(met['rss_growth'])})",
-        f"  service CPU per referral at saturation      {result.cpu_ms_per_referral:9.2f} ms",
+        f"  CPU per referral at saturation   service {result.cpu_ms_per_referral:.2f} ms,"
+        f" this bench {result.bench_cpu_ms_per_referral:.2f} ms,"
+        f" whole machine {result.machine_cpu_ms_per_referral:.2f} ms"
+        f" (ceiling: {result.machine_cpu_ms_per_message:.2f} ms per message)",
     ]
     if len(result.rss_samples_mb) > 2:
         shown = " ".join(f"{v:.0f}" for v in _thin(result.rss_samples_mb, 24))

@@ -42,6 +42,7 @@ from schemas.rules import parse_reply
 __all__ = ["AcceptResult", "CaseService", "ReplyResult", "body_hash", "enum_mask"]
 
 S = CaseState
+_INSERT_CASE = cases.insert()  # built once, executed with parameters (see broker.ledger)
 
 
 def enum_mask(members: Iterable[Enum]) -> int:
@@ -55,7 +56,8 @@ def enum_mask(members: Iterable[Enum]) -> int:
 def body_hash(obj: Any) -> str:
     """Hash of a body's meaning (key order and whitespace do not matter), for idempotency checks."""
     canon = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
-    return hashlib.sha256(canon.encode()).hexdigest()
+    # surrogatepass: a JSON body may spell a lone surrogate; hashing must not fail before validation.
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,7 @@ class CaseService:
         stored = referral.model_copy(update={"referral_id": uuid.UUID(referral_id), "received_at": now})
         due = {d.name: d.due_at for d in compute_deadlines(now, referral.kind.value,
                                                            referral.urgency.value, self.settings.sla)}
-        await conn.execute(cases.insert().values(
+        await conn.execute(_INSERT_CASE, dict(
             received_month=f"{helsinki_date(now):%Y-%m}", reroute_count=0,
             needs_mask=enum_mask(referral.needs), findings_mask=0,
             referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,
@@ -568,6 +570,7 @@ class CaseService:
 def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:
     item: dict[str, Any] = json.loads(row["data"])
     item["cursor"] = str(row["seq"])
+    item["event_id"] = row["event_id"]  # the same id a Kela webhook push carries
     return item
 
 

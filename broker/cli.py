@@ -234,7 +234,8 @@ def bench(
     ] = "amqp://guest:guest@127.0.0.1:5672/",
     count: Annotated[int, typer.Option(min=1, help="Messages for the ceiling and saturation runs.")] = 3000,
     rate: Annotated[float, typer.Option(min=0.1, help="Offered referrals/s of the fixed-rate run.")] = 200.0,
-    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of the fixed-rate run.")] = 15.0,
+    duration: Annotated[float, typer.Option(min=0.1, help="Seconds of the fixed-rate run (not with --soak).")
+                        ] = 15.0,
     concurrency: Annotated[int, typer.Option(min=1, help="HTTP clients at saturation.")] = 32,
     soak: Annotated[float, typer.Option(min=0, help="Minutes of fixed-rate soak (0 = off).")] = 0.0,
     processes: Annotated[int, typer.Option(min=1, help="Service processes sharing the load.")] = 1,

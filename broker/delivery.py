@@ -130,22 +130,23 @@ class IntakeWorker(_Worker):
         env = json.loads(msg.body)
         area, referral_id, type_ = env.get("area"), env.get("referral_id"), env.get("type")
         with bound_contextvars(event_id=msg.event_id, referral_id=referral_id, area=area):
-            if await self.ledger.is_processed(self.consumer, msg.event_id):
+            # One read for both questions: already applied? and, for a referral, its case.
+            done, case = await self.ledger.delivery_state(
+                self.consumer, msg.event_id, referral_id if type_ == "referral" else None)
+            if done:
                 log.info("duplicate_dropped")
                 return Ack()
             route = self.settings.route_for(area) if area else None
             if route is None:
                 return await self._settle(msg, env, DeliveryOutcome(False, "no_route"), area)
             if type_ == "referral":
-                loaded = await self.cases.referral_payload(referral_id)
-                if loaded is None:
+                if case is None:
                     return DeadLetter("unknown_referral")
-                case, referral = loaded
                 if case.area != area:  # re-routed since: this delivery is obsolete
                     await self.cases.mark_delivered(consumer=self.consumer, event_id=msg.event_id,
                                                     referral_id=referral_id, area=area, via="obsolete")
                     return Ack()
-                env = {**env, "data": referral}
+                env = {**env, "data": case.referral()}
             outcome = await self._deliver(route, env)
             if outcome.ok:
                 await self.cases.mark_delivered(consumer=self.consumer, event_id=msg.event_id,

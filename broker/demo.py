@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import random
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from aiohttp import web
 
 from adapters.municipal.envelope import SIGNATURE_HEADER, verify
 from broker.demo_data import make_referral
+from broker.filedrop import write_atomically
 from broker.logs import configure_logging
 from broker.routing import Classification
 from broker.serve import serve
@@ -126,6 +128,32 @@ class Simulation:
                 for item in page.get("items", []):
                     await self.work_case(http, area, item["referral_id"], item["kind"])
             await asyncio.sleep(1.5)
+
+    async def file_intakes(self) -> None:
+        """A case-management system that only exchanges files: it imports referral files and answers
+        by writing reply files (temp name, then rename) into `<directory>/replies/`."""
+        routes = [r for r in self.settings.routes if r.delivery == "files" and r.directory]
+        seen: set[str] = set()
+        while True:
+            for route in routes:
+                assert route.directory is not None
+                for path in sorted(route.directory.glob("referral-*.json")):
+                    if path.name in seen:
+                        continue
+                    seen.add(path.name)
+                    env = json.loads(path.read_text("utf-8"))
+                    status = "received" if self.rng.random() < 0.85 else "returned"
+                    reply: dict[str, Any] = {"referral_id": env["referral_id"], "status": status,
+                                             "reply_id": f"file-{env['event_id'][:8]}", "sent_at": _now()}
+                    if status == "returned":
+                        reply.update(reason="Asiakas asuu toisella alueella (demo).",
+                                     suggested_municipality_code=self.rng.choice(self.municipalities))
+                    replies = route.directory / "replies"
+                    replies.mkdir(exist_ok=True)
+                    write_atomically(replies, f"{path.stem}.json", json.dumps(reply).encode())
+                    log.info("file_intake_replied", area=route.area, referral_id=env["referral_id"],
+                             reply_status=status)
+            await asyncio.sleep(2)
 
     async def webhook_intakes(self, http: aiohttp.ClientSession) -> None:
         while True:
@@ -271,7 +299,7 @@ async def run_demo(config: Path | None, *, rate: float, duration: float, port: i
                 async with asyncio.TaskGroup() as group:
                     jobs = [group.create_task(j) for j in (
                         sim.kela_handlers(http), sim.kela_feed_reader(http), sim.pull_intakes(http),
-                        sim.webhook_intakes(http), sim.report())]
+                        sim.webhook_intakes(http), sim.file_intakes(), sim.report())]
                     if duration > 0:
                         await asyncio.sleep(duration)
                         for job in jobs:

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.util import await_only
 
 from broker.tables import cases, dead_letters, events, outbox, processed, updates
 
@@ -29,6 +32,32 @@ __all__ = ["CaseRow", "Ledger", "new_id", "utcnow"]
 # in order (no reader can page past a sequence number that commits later).
 _FEED_LOCK = 0x6B656C61
 _MIGRATION_LOCK = 0x6B656C62
+
+
+# The hot statements are built once and executed with parameters: building `.values(...)` and
+# `.where(col == value)` anew for every call, and hashing them into a cache key, cost more CPU than
+# the round trip to PostgreSQL.
+_INSERT_EVENT = events.insert()
+_INSERT_OUTBOX = outbox.insert()
+_CASE_BY_ID = sa.select(cases).where(cases.c.referral_id == sa.bindparam("referral_id"))
+_CASE_BY_ID_FOR_UPDATE = _CASE_BY_ID.with_for_update()
+_CASE_BY_REFERENCE = (sa.select(cases).where(cases.c.kela_reference == sa.bindparam("kela_reference"))
+                      .limit(1))
+_CASE_BY_SENDER_REFERENCE = _CASE_BY_REFERENCE.where(cases.c.sender == sa.bindparam("sender"))
+_OUTBOX_DONE = (sa.update(outbox).where(outbox.c.event_id == sa.bindparam("done_event_id"))
+                .values(status="done", done_at=sa.bindparam("done_at")))
+_MARK_PROCESSED = {
+    "postgresql": pg_insert(processed).on_conflict_do_nothing(index_elements=["consumer", "event_id"]),
+    "sqlite": sqlite_insert(processed).on_conflict_do_nothing(index_elements=["consumer", "event_id"]),
+}
+_PROCESSED = sa.exists().where(processed.c.consumer == sa.bindparam("consumer"),
+                               processed.c.event_id == sa.bindparam("event_id"))
+_CASE_AND_PROCESSED = (sa.select(cases, _PROCESSED.label("already_processed"))
+                       .where(cases.c.referral_id == sa.bindparam("referral_id")))
+_IS_PROCESSED = sa.select(_PROCESSED)
+# UPDATE without .values(): the SET clause is the columns named by the parameters.
+_SET_CASE = sa.update(cases).where(cases.c.pk == sa.bindparam("_pk"))
+_SET_CASE_IF = _SET_CASE.where(cases.c.state == sa.bindparam("_expected_state"))
 
 
 def utcnow() -> dt.datetime:
@@ -111,10 +140,12 @@ class Ledger:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             _tune_sqlite(engine)
+        else:
+            _ping_on_checkout(engine)
         return cls(engine)
 
     async def migrate(self) -> None:
@@ -161,19 +192,19 @@ class Ledger:
     @staticmethod
     async def case_by_id(conn: AsyncConnection, referral_id: str, *, for_update: bool = False,
                          ) -> CaseRow | None:
-        q = sa.select(cases).where(cases.c.referral_id == referral_id)
-        if for_update:
-            q = q.with_for_update()
-        row = (await conn.execute(q)).mappings().first()
+        q = _CASE_BY_ID_FOR_UPDATE if for_update else _CASE_BY_ID
+        row = (await conn.execute(q, {"referral_id": referral_id})).mappings().first()
         return CaseRow.from_row(row) if row else None
 
     @staticmethod
     async def case_by_reference(conn: AsyncConnection, sender: str | None, kela_reference: str,
                                 ) -> CaseRow | None:
-        q = sa.select(cases).where(cases.c.kela_reference == kela_reference)
-        if sender is not None:
-            q = q.where(cases.c.sender == sender)
-        row = (await conn.execute(q.limit(1))).mappings().first()
+        if sender is None:
+            result = await conn.execute(_CASE_BY_REFERENCE, {"kela_reference": kela_reference})
+        else:
+            result = await conn.execute(_CASE_BY_SENDER_REFERENCE,
+                                        {"kela_reference": kela_reference, "sender": sender})
+        row = result.mappings().first()
         return CaseRow.from_row(row) if row else None
 
     @staticmethod
@@ -182,21 +213,22 @@ class Ledger:
                         data: Mapping[str, Any] | None = None, dedupe_key: str | None = None,
                         body_sha256: str | None = None, event_id: str | None = None) -> str:
         event_id = event_id or new_id()
-        await conn.execute(events.insert().values(
-            event_id=event_id, referral_id=referral_id, type=type_, at=at, area=area, actor=actor,
-            dedupe_key=dedupe_key, body_sha256=body_sha256,
-            data=dumps(dict(data)) if data is not None else None,
-        ))
+        await conn.execute(_INSERT_EVENT, {
+            "event_id": event_id, "referral_id": referral_id, "type": type_, "at": at, "area": area,
+            "actor": actor, "dedupe_key": dedupe_key, "body_sha256": body_sha256,
+            "data": dumps(dict(data)) if data is not None else None,
+        })
         return event_id
 
     @staticmethod
     async def add_outbox(conn: AsyncConnection, *, event_id: str, referral_id: str | None,
                          exchange: str, routing_key: str, envelope: Mapping[str, Any],
                          at: dt.datetime) -> None:
-        await conn.execute(outbox.insert().values(
-            event_id=event_id, referral_id=referral_id, exchange=exchange, routing_key=routing_key,
-            body=dumps(dict(envelope)), status="pending", created_at=at, publish_attempts=0,
-        ))
+        await conn.execute(_INSERT_OUTBOX, {
+            "event_id": event_id, "referral_id": referral_id, "exchange": exchange,
+            "routing_key": routing_key, "body": dumps(dict(envelope)), "status": "pending",
+            "created_at": at, "publish_attempts": 0,
+        })
 
     async def add_update(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
                          kela_reference: str, type_: str, at: dt.datetime,
@@ -211,33 +243,41 @@ class Ledger:
     async def set_case(conn: AsyncConnection, pk: int, expected_state: str | None,
                        **values: Any) -> bool:
         """Compare-and-set: update only if the case is still in `expected_state`."""
-        q = sa.update(cases).where(cases.c.pk == pk)
-        if expected_state is not None:
-            q = q.where(cases.c.state == expected_state)
-        result = await conn.execute(q.values(**values))
+        if expected_state is None:
+            result = await conn.execute(_SET_CASE, {"_pk": pk, **values})
+        else:
+            result = await conn.execute(_SET_CASE_IF, {"_pk": pk, "_expected_state": expected_state,
+                                                       **values})
         return bool(result.rowcount == 1)
 
     @staticmethod
     async def mark_processed(conn: AsyncConnection, consumer: str, event_id: str,
                              at: dt.datetime) -> bool:
         """Record that `consumer` applied `event_id`; False if it already had (a redelivery)."""
-        exists = (await conn.execute(sa.select(processed.c.event_id).where(
-            processed.c.consumer == consumer, processed.c.event_id == event_id))).first()
-        if exists:
-            return False
-        await conn.execute(processed.insert().values(consumer=consumer, event_id=event_id, at=at))
-        return True
+        result = await conn.execute(_MARK_PROCESSED[conn.dialect.name],
+                                    {"consumer": consumer, "event_id": event_id, "at": at})
+        return bool(result.rowcount == 1)
 
     async def is_processed(self, consumer: str, event_id: str) -> bool:
+        return (await self.delivery_state(consumer, event_id, None))[0]
+
+    async def delivery_state(self, consumer: str, event_id: str, referral_id: str | None,
+                             ) -> tuple[bool, CaseRow | None]:
+        """Whether `consumer` already applied `event_id`, and the case of `referral_id`: one statement
+        on an autocommit connection (no BEGIN/ROLLBACK around a read that is one snapshot anyway)."""
+        params = {"consumer": consumer, "event_id": event_id}
         async with self.engine.connect() as conn:
-            row = (await conn.execute(sa.select(processed.c.event_id).where(
-                processed.c.consumer == consumer, processed.c.event_id == event_id))).first()
-        return row is not None
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if referral_id is not None:
+                row = (await conn.execute(_CASE_AND_PROCESSED, {**params, "referral_id": referral_id})
+                       ).mappings().first()
+                if row is not None:
+                    return bool(row["already_processed"]), CaseRow.from_row(row)
+            return bool((await conn.execute(_IS_PROCESSED, params)).scalar_one()), None
 
     @staticmethod
     async def outbox_done(conn: AsyncConnection, event_id: str, at: dt.datetime) -> None:
-        await conn.execute(sa.update(outbox).where(outbox.c.event_id == event_id)
-                           .values(status="done", done_at=at))
+        await conn.execute(_OUTBOX_DONE, {"done_event_id": event_id, "done_at": at})
 
     # --- reads for the API --------------------------------------------------------------------
 
@@ -318,6 +358,22 @@ def _alembic_upgrade(connection: Connection) -> None:
     cfg.set_main_option("script_location", str(here / "migrations"))
     cfg.attributes["connection"] = connection
     command.upgrade(cfg, "head")
+
+
+def _ping_on_checkout(engine: AsyncEngine) -> None:
+    """`pool_pre_ping` in one round trip instead of three.
+
+    SQLAlchemy's asyncpg ping wraps its `;` in BEGIN and ROLLBACK (for pgbouncer's transaction mode,
+    which this service does not use), so each transaction paid three round trips before its first
+    statement. As with pool_pre_ping, a connection that fails the ping is discarded and replaced.
+    """
+
+    @sa.event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+        try:
+            await_only(dbapi_conn.driver_connection.fetchrow(";"))
+        except Exception as exc:
+            raise sa.exc.DisconnectionError(f"ping failed: {type(exc).__name__}") from exc
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

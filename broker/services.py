@@ -13,6 +13,7 @@ from aiohttp import web
 from broker.auth import TokenBook
 from broker.cases import CaseService, Observations
 from broker.delivery import DeadLetterRecorder, IntakeWorker, KelaUpdatesWorker, WebhookClient
+from broker.file_replies import FileReplyScanner
 from broker.ledger import Ledger
 from broker.metrics import Metrics
 from broker.relay import OutboxRelay
@@ -39,6 +40,7 @@ class Services:
     kela_worker: KelaUpdatesWorker
     dead_recorder: DeadLetterRecorder
     sla_clock: SlaClock
+    file_replies: FileReplyScanner
     accepting: bool = True
 
 
@@ -85,4 +87,6 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
         http_client=http_client, intake_worker=IntakeWorker(*args), kela_worker=KelaUpdatesWorker(*args),
         dead_recorder=DeadLetterRecorder(*args),
         sla_clock=SlaClock(ledger, cases, interval_s=settings.sla.clock_interval_s),
+        file_replies=FileReplyScanner(settings, cases,
+                                      poll_interval_s=settings.delivery.file_scan_interval_s),
     )

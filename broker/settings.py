@@ -71,6 +71,7 @@ class DeliverySettings(_Section):
     max_backoff_s: float = Field(default=300.0, gt=0)
     give_up_after_s: float = Field(default=24 * 3600.0, gt=0)
     timeout_s: float = Field(default=10.0, gt=0)
+    file_scan_interval_s: float = Field(default=1.0, gt=0, description="How often reply files are read.")
 
 
 class RelaySettings(_Section):

@@ -45,6 +45,8 @@ class Supervisor:
         prefetch = svc.settings.transport.prefetch
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
             ("relay", svc.relay.run), ("sla_clock", svc.sla_clock.run)]
+        if any(r.delivery == "files" for r in svc.settings.routes):
+            jobs.append(("file_replies", svc.file_replies.run))
         for area in svc.settings.intake_areas:
             jobs.append((f"consume_{area}", lambda a=area: svc.transport.consume(  # type: ignore[misc]
                 intake_queue(a), svc.intake_worker.handle, prefetch=prefetch)))

@@ -165,8 +165,9 @@ def base_settings(store_url: str, transport_url: str = "embedded", *,
     data: dict[str, Any] = {
         "store": {"url": store_url},
         "transport": {"url": transport_url, "retry_tiers_s": [0.2, 1, 5]},
+        # Reply files are scanned by the tests themselves (scan_once), not by the background job.
         "delivery": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "give_up_after_s": 30,
-                     "timeout_s": 2},
+                     "timeout_s": 2, "file_scan_interval_s": 3600},
         "relay": {"poll_interval_s": 0.05},
         "server": {"shutdown_timeout_s": 3},
         "parties": parties,

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +124,14 @@ class ServiceProcess:
 
 
 async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: int = 8,
-                         on_accepted: Any = None) -> dict[str, str]:
-    """POST referrals round-robin over the services; returns kela_reference -> referral_id for 202/200."""
+                         on_accepted: Any = None,
+                         municipality_of: Callable[[str], str] | None = None,
+                         rejected: dict[str, int | str] | None = None) -> dict[str, str]:
+    """POST referrals round-robin over the services; returns kela_reference -> referral_id for 202/200.
+
+    `municipality_of(ref)`, if given, picks the municipality from the reference alone, so that a resend
+    of a sub-list is the identical body (by default it alternates with the position in `refs`).
+    `rejected`, if given, collects the other answers: the status, or the client error's class name."""
     import random
 
     from broker.demo_data import make_referral
@@ -138,8 +145,11 @@ async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: 
     async def worker(http: aiohttp.ClientSession) -> None:
         while not queue.empty():
             i, ref = queue.get_nowait()
+            # From the reference alone: a resend after a crash must be the identical body.
+            municipality = (municipality_of(ref) if municipality_of is not None
+                            else "837" if sum(map(ord, ref)) % 2 else "091")
             body = make_referral(random.Random(ref), kela_reference=ref, sent_at=SENT_AT,
-                                 municipality_code="837" if i % 2 else "091")
+                                 municipality_code=municipality)
             try:
                 async with http.post(f"{base_urls[i % len(base_urls)]}/v1/referrals", json=body,
                                      headers=headers) as r:
@@ -147,8 +157,12 @@ async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: 
                         accepted[ref] = (await r.json())["referral_id"]
                         if on_accepted is not None:
                             on_accepted(len(accepted))
-            except (aiohttp.ClientError, TimeoutError):
-                pass  # the process was killed mid-request: no 202, no promise
+                    elif rejected is not None:
+                        rejected[ref] = r.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                # the process was killed mid-request: no 202, no promise
+                if rejected is not None:
+                    rejected[ref] = type(exc).__name__
 
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:

@@ -143,7 +143,7 @@ async def test_files_delivery_is_atomic_json(make_client, store_url, tmp_path: P
     rids = [await post(client, f"F-{i}") for i in range(5)]
     for rid in rids:
         await wait_state(client, rid, "delivered")
-    files = sorted(drop.iterdir())
+    files = sorted(f for f in drop.iterdir() if f.is_file())  # replies/ is the intake's inbound side
     assert [f.name for f in files if f.name.startswith(".")] == []  # no temp file left behind
     assert len(files) == 5 and all(f.suffix == ".json" for f in files)
     envs = [json.loads(f.read_text("utf-8")) for f in files]
@@ -159,7 +159,7 @@ async def test_files_delivery_xml(make_client, store_url, tmp_path: Path) -> Non
     client = await make_client(base_settings(store_url, routes=routes))
     rid = await post(client, "X-1")
     await wait_state(client, rid, "delivered")
-    (f,) = list(drop.iterdir())
+    (f,) = [f for f in drop.iterdir() if f.is_file()]
     text = f.read_text("utf-8")
     assert f.suffix == ".xml" and NAMESPACE in text and rid in text
 

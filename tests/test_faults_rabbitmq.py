@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from broker.ledger import Ledger, utcnow
 from tests.conftest import ADMIN_TOKEN, IN_CI, missing_service
 from tests.processes import ServiceProcess, case_events, free_port, send_referrals, write_config
 from tests.receiver import Receiver
@@ -65,9 +66,10 @@ async def _rabbitmqctl(*args: str, timeout: float = 60) -> str:
         _ctl(), "-q", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
+    except BaseException:  # timed out, or the waiting test gave up: leave no rabbitmqctl behind
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
         raise
     if proc.returncode != 0:
         raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()[-500:]}")
@@ -82,8 +84,10 @@ def _ensure_rabbit_app_running() -> None:
 
 
 async def _connection_pids(vhost: str) -> set[str]:
-    out = await _rabbitmqctl("list_connections", "-p", vhost, "pid", "--no-table-headers")
-    return {line.strip() for line in out.splitlines() if line.strip()}
+    """The connections into `vhost` (list_connections is server-wide: it has no -p)."""
+    out = await _rabbitmqctl("list_connections", "vhost", "pid", "--no-table-headers")
+    rows = (line.split("\t") for line in out.splitlines())
+    return {row[1].strip() for row in rows if len(row) == 2 and row[0] == vhost}
 
 
 async def _queue_depths(vhost: str) -> dict[str, int]:
@@ -136,13 +140,13 @@ async def _dead_letters_api(base: str) -> list[dict[str, Any]]:
         return items
 
 
-class Ledger:
+class LedgerAudit:
     """Reads the ledger tables directly, as an auditor would."""
 
     def __init__(self, store_url: str) -> None:
         self.dsn = store_url.replace("postgresql+asyncpg://", "postgresql://")
 
-    async def _fetch(self, sql: str) -> list[asyncpg.Record]:
+    async def fetch(self, sql: str) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(self.dsn)
         try:
             return list(await conn.fetch(sql))
@@ -150,23 +154,23 @@ class Ledger:
             await conn.close()
 
     async def delivered_events(self) -> dict[str, int]:
-        rows = await self._fetch(
+        rows = await self.fetch(
             "SELECT referral_id, count(*) AS n FROM events WHERE type = 'delivered' GROUP BY 1")
         return {r["referral_id"]: int(r["n"]) for r in rows}
 
     async def case_states(self) -> dict[str, str]:
-        return {r["referral_id"]: r["state"] for r in await self._fetch(
+        return {r["referral_id"]: r["state"] for r in await self.fetch(
             "SELECT referral_id, state FROM cases")}
 
     async def unfinished_outbox(self) -> int:
-        rows = await self._fetch("SELECT count(*) AS n FROM outbox WHERE status <> 'done'")
+        rows = await self.fetch("SELECT count(*) AS n FROM outbox WHERE status <> 'done'")
         return int(rows[0]["n"])
 
     async def dead_letters(self) -> int:
-        return int((await self._fetch("SELECT count(*) AS n FROM dead_letters"))[0]["n"])
+        return int((await self.fetch("SELECT count(*) AS n FROM dead_letters"))[0]["n"])
 
 
-async def _wait_quiet(receiver: Receiver, ledger: Ledger, vhost: str, referral_ids: set[str],
+async def _wait_quiet(receiver: Receiver, ledger: LedgerAudit, vhost: str, referral_ids: set[str],
                       timeout: float = QUIET_TIMEOUT_S) -> None:
     """Until every accepted referral reached the webhook and is `delivered` in the ledger, the outbox
     is finished and the vhost's queues (intake, retry, dead) are empty: no duplicate is in flight."""
@@ -192,7 +196,7 @@ async def _wait_quiet(receiver: Receiver, ledger: Ledger, vhost: str, referral_i
                  "the outbox is finished and the queues are empty", interval=0.2)
 
 
-async def _assert_delivered_once(receiver: Receiver, ledger: Ledger, base: str,
+async def _assert_delivered_once(receiver: Receiver, ledger: LedgerAudit, base: str,
                                  accepted: dict[str, str]) -> None:
     ids = set(accepted.values())
     assert len(ids) == len(accepted)  # one referral id per kela_reference
@@ -221,12 +225,28 @@ def _service(tmp_path: Path, name: str, *, store_url: str, transport_url: str,
     return ServiceProcess(config, port, tmp_path / f"{name}.log")
 
 
+def _municipality(ref: str) -> str:
+    """From the reference alone: a resend is the identical body (else it is, rightly, a 409)."""
+    return "837" if int(ref.rsplit("-", 1)[1]) % 2 else "091"  # Tampere -> 08, Helsinki -> 90
+
+
+async def _send(bases: list[str], refs: list[str], *, on_accepted: Callable[[int], None] | None = None,
+                all_accepted: bool = False) -> dict[str, str]:
+    """POSTs round-robin over `bases`; returns kela_reference -> referral_id of the 202/200s."""
+    rejected: dict[str, int | str] = {}
+    accepted = await send_referrals(bases, refs, on_accepted=on_accepted,
+                                    municipality_of=_municipality, rejected=rejected)
+    if all_accepted:
+        assert not rejected, f"{len(rejected)} not accepted: {sorted(rejected.items())[:5]}"
+    return accepted
+
+
 async def _send_until_all_accepted(bases: list[str], refs: list[str],
                                    accepted: dict[str, str]) -> dict[str, str]:
     """Re-sends what got no 202/200 (a lost answer is a 200 with the same id on resend)."""
     rest = [r for r in refs if r not in accepted]
-    merged = {**accepted, **await send_referrals(bases, rest)}
-    assert set(merged) == set(refs), f"{len(set(refs) - set(merged))} referrals not accepted"
+    merged = {**accepted, **await _send(bases, rest, all_accepted=True)}
+    assert set(merged) == set(refs)
     return merged
 
 
@@ -240,7 +260,7 @@ async def test_broker_closes_all_connections_mid_stream(tmp_path: Path, store_ur
     receiver = await Receiver().start()
     service = _service(tmp_path, "svc", store_url=store_url, transport_url=transport_url,
                        hook_url=receiver.url)
-    ledger = Ledger(store_url)
+    ledger = LedgerAudit(store_url)
     try:
         await service.start()
         before = await _connection_pids(vhost)
@@ -263,12 +283,12 @@ async def test_broker_closes_all_connections_mid_stream(tmp_path: Path, store_ur
         first_accepted: dict[str, str] = {}
 
         async def stream() -> None:
-            first_accepted.update(await send_referrals([service.base], refs, on_accepted=on_accepted))
+            # The ledger accepts throughout: every POST is answered 202.
+            first_accepted.update(await _send([service.base], refs, on_accepted=on_accepted,
+                                              all_accepted=True))
 
         accepted_at_fault, _ = await asyncio.gather(fault(), stream())
-        print("DEBUG close: accepted at fault", accepted_at_fault)
         assert trigger.is_set()
-        assert len(first_accepted) == REFERRALS  # the ledger accepts throughout
         assert accepted_at_fault < REFERRALS, "the fault came after the stream"
 
         async def reconnected() -> bool:
@@ -290,10 +310,10 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
     receiver = await Receiver().start()
     service = _service(tmp_path, "svc", store_url=store_url, transport_url=transport_url,
                        hook_url=receiver.url)
-    ledger = Ledger(store_url)
+    ledger = LedgerAudit(store_url)
     refs = [f"RESTART-{i}" for i in range(REFERRALS)]
     # Sent while RabbitMQ runs (the fault lands in the middle), while it is down, after it is back.
-    streamed, while_down, after = refs[:150], refs[150:250], refs[250:]
+    streamed, while_down, after = refs[:200], refs[200:250], refs[250:]
     try:
         await service.start()
         trigger = asyncio.Event()
@@ -305,12 +325,12 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
         async def stop_broker() -> None:
             await trigger.wait()
             await _rabbitmqctl("stop_app")
-            print("DEBUG restart: stopped at", len(accepted), "trigger", FAULT_AT)
 
         accepted: dict[str, str] = {}
 
         async def stream() -> None:
-            accepted.update(await send_referrals([service.base], streamed, on_accepted=on_accepted))
+            accepted.update(await _send([service.base], streamed, on_accepted=on_accepted,
+                                        all_accepted=True))
 
         try:
             await asyncio.gather(stop_broker(), stream())
@@ -320,8 +340,7 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
                 return status == 503 and body["transport"] is False
 
             await _until(transport_down, 15, "/readyz reports the transport down")
-            down = await send_referrals([service.base], while_down)
-            assert len(down) == len(while_down), "the ledger must accept while RabbitMQ is down"
+            down = await _send([service.base], while_down, all_accepted=True)  # the ledger accepts
             accepted.update(down)
             status, body = await _readyz(service.base)  # still down: those were accepted meanwhile
             assert status == 503
@@ -335,8 +354,8 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
             return (await _readyz(service.base))[0] == 200
 
         await _until(transport_up, 30, "/readyz is ready again after the restart", interval=0.2)
-        accepted.update(await send_referrals([service.base], after))
-        accepted = await _send_until_all_accepted([service.base], refs, accepted)
+        accepted.update(await _send([service.base], after, all_accepted=True))
+        assert set(accepted) == set(refs)
         await _wait_quiet(receiver, ledger, vhost, set(accepted.values()))
         await _assert_delivered_once(receiver, ledger, service.base, accepted)
         assert service.terminate() == 0
@@ -354,7 +373,7 @@ async def test_sigkill_one_of_two_processes_mid_stream(tmp_path: Path, store_url
                         hook_url=receiver.url)
     victim = _service(tmp_path, "victim", store_url=store_url, transport_url=transport_url,
                       hook_url=receiver.url)
-    ledger = Ledger(store_url)
+    ledger = LedgerAudit(store_url)
     refs = [f"KILL-{i}" for i in range(REFERRALS)]
     try:
         await survivor.start()
@@ -379,12 +398,11 @@ async def test_sigkill_one_of_two_processes_mid_stream(tmp_path: Path, store_url
 
         watcher = asyncio.create_task(watch_victim())
         try:
-            first = await send_referrals(bases, refs, on_accepted=on_accepted)
+            first = await _send(bases, refs, on_accepted=on_accepted)
         finally:
             if killed_at is None:
                 killed_at = -1
             await watcher
-        print("DEBUG kill: killed at", killed_at, "first", len(first), "victim delivered", victim_delivered)
         assert killed_at >= FAULT_AT, "the victim was not killed mid-stream"
         assert victim_delivered > 0
         assert len(first) < REFERRALS, "requests to the killed process should have failed"
@@ -400,3 +418,38 @@ async def test_sigkill_one_of_two_processes_mid_stream(tmp_path: Path, store_url
         victim.kill()
         survivor.kill()
         await receiver.stop()
+
+
+# --- what the faults brought up -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_concurrent_duplicate_is_a_repeat_not_an_error(store_url: str) -> None:
+    """After a fault the same event often arrives twice at once (a republished outbox row, a
+    redelivery to the other process). Two consumers then record it concurrently: the second must
+    be told "already processed" (False), not fail with a unique violation that the transport logs
+    as `handler_failed` with a traceback and answers with a Retry. Seen in the fault tests above."""
+    ledger = Ledger.from_url(store_url, pool_size=2)
+    event_id = "00000000-0000-4000-8000-00000000fa17"
+    try:
+        await ledger.migrate()
+
+        async def second() -> bool:
+            async with ledger.transaction() as conn:
+                return await Ledger.mark_processed(conn, "intake", event_id, utcnow())
+
+        async with ledger.transaction() as first:
+            assert await Ledger.mark_processed(first, "intake", event_id, utcnow())
+            racer = asyncio.create_task(second())
+
+            async def racer_waits_for_first() -> bool:
+                rows = await LedgerAudit(store_url).fetch(
+                    "SELECT count(*) AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()")
+                return int(rows[0]["n"]) > 0 or racer.done()
+
+            await _until(racer_waits_for_first, 10, "the second insert waits for the first")
+        # The first commits here; the second then learns that the event was already processed.
+        assert await asyncio.wait_for(racer, 10) is False
+    finally:
+        await ledger.dispose()

@@ -29,7 +29,7 @@ from adapters.municipal.replies_file import (
 )
 from broker.file_replies import FileReplyScanner, ScanReport
 from schemas.enums import ReplyStatus
-from tests.conftest import base_settings, services_of
+from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
 from tests.support import (
     SENT_AT,
     case_events,
@@ -106,7 +106,7 @@ def all_files(root: Path) -> Counter[str]:
     """Every file name under root (any depth), error files left out, as a multiset."""
     names: Counter[str] = Counter()
     for path in root.rglob("*"):
-        if path.name.endswith(".error.json") or path.is_dir() and not path.name.endswith(".json"):
+        if path.name.endswith(".error.json") or (path.is_dir() and not path.name.endswith(".json")):
             continue
         names[path.name] += 1
     return names
@@ -167,8 +167,7 @@ async def test_xml_reply_is_applied(env: Env) -> None:
     assert case["state"] == "in_progress"
     (event,) = case_events(case, "reply")
     assert event["actor"] == "files-90"
-    feed = await (await env.client.get("/v1/updates", headers={"Authorization": "Bearer test-kela-token"})
-                  ).json()
+    feed = await (await env.client.get("/v1/updates", headers=auth(KELA_TOKEN))).json()
     (item,) = [i for i in feed["items"] if i["type"] == "reply"]
     assert item["reply"]["status"] == "assigned" and item["reply"]["reply_id"] == "V-1"
     assert item["reply"]["worker"] == {"name": "Keksitty Työntekijä", "title": "sosiaaliohjaaja",
@@ -298,6 +297,19 @@ async def test_unreadable_documents_are_rejected(env: Env, content: bytes, statu
     assert doc["status"] == status
     assert [(e["type"], e["loc"]) for e in doc["errors"]] == [(type_, loc)]
     assert (env.replies() / "rejected" / "x.json").read_bytes() == content
+
+
+async def test_a_lone_surrogate_is_refused_naming_the_field(env: Env) -> None:
+    """JSON can spell a lone surrogate ("\\udfff"); it is not text, and must not reach the ledger."""
+    rid = await new_case(env.client, "FR-sur", area="08")
+    content = json.dumps({"referral_id": rid, **reply_body("received", "R-sur", message="x\udfff")})
+    assert "\\udfff" in content
+    drop(env.replies(), "sur.json", content)
+    await env.scan(processed=0, rejected=1, retried=0)
+    doc = error_doc(env, "sur.json")
+    assert doc["status"] == 422
+    assert [(e["loc"], e["type"]) for e in doc["errors"]] == [(["message"], "string_unicode")]
+    assert (await get_case(env.client, rid))["state"] == "delivered"
 
 
 async def test_xml_errors_name_the_elements(env: Env) -> None:
@@ -435,7 +447,7 @@ async def test_a_file_that_cannot_be_moved_stays_and_is_retried(env: Env) -> Non
     with capture_logs() as logs:
         await env.scan(processed=0, duplicate=0, rejected=0, retried=1)
     assert (replies / "stuck.json").exists()
-    assert [e for e in logs if e["event"] == "reply_file_move_failed"][0]["file"] == "stuck.json"
+    assert next(e for e in logs if e["event"] == "reply_file_move_failed")["file"] == "stuck.json"
     assert (await get_case(env.client, rid))["state"] == "acknowledged"  # applied once already
     os.rename(replies / "processed", env.root / "blocker.txt")  # the operator clears the way
     await env.scan(processed=0, duplicate=1, rejected=0, retried=0)

@@ -172,7 +172,45 @@ def _parse_json(raw: bytes) -> tuple[str, dict[str, Any]]:
         raise ReplyFileError(first["loc"], "a reply file must hold one JSON object",
                              first["type"], more=rest) from None
     referral_id = _referral_id(data.pop("referral_id", None), ["referral_id"])
+    problems = _unicode_problems(data)
+    if problems:
+        first, *rest = problems
+        raise ReplyFileError(first["loc"], first["msg"], first["type"], more=rest)
     return referral_id, data
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _unicode_problems(data: dict[str, Any]) -> list[ErrorItem]:
+    """Strings JSON can spell (`"\\ud800"`) but Unicode text cannot hold: lone surrogates.
+
+    Refused here, naming the field, so that nothing downstream meets a string it cannot encode.
+    Iterative, because the document may nest as deep as the JSON decoder allowed.
+    """
+    problems: list[ErrorItem] = []
+    stack: list[tuple[list[str | int], Any]] = [([], data)]
+    while stack and len(problems) < 50:
+        loc, value = stack.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                problems.append({"loc": loc, "msg": "must be valid Unicode text (a lone surrogate "
+                                 "is not a character)", "type": "string_unicode"})
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if _encodable(key):
+                    stack.append(([*loc, key], item))
+                else:
+                    problems.append({"loc": loc, "msg": "object keys must be valid Unicode text",
+                                     "type": "string_unicode"})
+        elif isinstance(value, list):
+            stack.extend(([*loc, i], item) for i, item in enumerate(value))
+    return sorted(problems, key=lambda p: [str(part) for part in p["loc"]])
 
 
 # --- XML: vocabulary ------------------------------------------------------------------------------
