@@ -35,14 +35,17 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.auth import PRINCIPAL, Principal
-from broker.errors import Conflict, NotFound, Unauthorized
+from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.ledger import Ledger, utcnow
 from broker.routing import Classification
 from broker.services import SERVICES, Services
 from broker.settings import Settings
 from broker.sla_clock import DEADLINE_COLUMNS
+from broker.statistics import SMALL as STATS_SMALL
+from broker.statistics import StatsQuery, compute_statistics, parse_stats_query
 from broker.tables import OPEN_STATES, cases, dead_letters, events
 from broker.workdays import HELSINKI, working_days_between
+from schemas.enums import Finding, Outcome, ReferralQuality
 
 __all__ = [
     "DASHBOARD",
@@ -51,6 +54,7 @@ __all__ = [
     "DashboardKeys",
     "Overview",
     "load_overview",
+    "load_statistics",
     "setup_dashboard",
 ]
 
@@ -157,6 +161,50 @@ LABELS: dict[str, dict[str, str]] = {
         "assessment": "palvelutarpeen arvion aloitus",
         "decision": "päätös",
         "language": "Kieli",
+        "statistics": "Tilastot",
+        "stats_title": "Tilastot kuukausittain",
+        "stats_intro": "Pseudonyymit koontiluvut vastaanottokuukauden (Suomen aika) mukaan; "
+                       "ei tapauskohtaisia tietoja.",
+        "from_month": "Alkaen (kk)",
+        "to_month": "Asti (kk)",
+        "all_areas": "Kaikki alueet yhteensä",
+        "show": "Näytä",
+        "month": "Kuukausi",
+        "referrals": "Lähetteitä",
+        "chart_first_reply": "Aika ensimmäiseen vastaukseen (tuntia)",
+        "median_h": "Mediaani (h)",
+        "p90_h": "90. persentiili (h)",
+        "chart_overdue_share": "Myöhässä olevien osuus lähetteistä",
+        "overdue_share": "Myöhässä / lähetteet",
+        "chart_outcomes": "Lopputulokset",
+        "chart_findings": "Rakenteelliset havainnot",
+        "chart_quality": "Lähetteen laatu (vastaanottajan arvio)",
+        "hidden_note": "= alle 5 tapausta: piilotettu (tai ei tapauksia).",
+        "combined_note": "Kaikkien alueiden luku piilotetaan, jos jonkin alueen osuus siitä on piilotettu.",
+        "chart_desc": "{title}, {area}, {span}: pylväs kuukautta kohden, arvo pylvään yllä. Samat luvut "
+                      "ovat kaavion alla olevassa taulukossa. {dash} = alle 5 tapausta: piilotettu.",
+        "bad_parameter": "Virheellinen parametri",
+        "err_month_format": "anna kuukausi muodossa VVVV-KK",
+        "err_range": "alkukuukausi on loppukuukauden jälkeen",
+        "err_range_too_long": "enintään 36 kuukautta kerrallaan",
+        "err_unknown_area": "tuntematon aluekoodi",
+        "o_services_arranged": "Palvelut järjestetty",
+        "o_client_declined": "Asiakas kieltäytyi",
+        "o_no_need": "Ei tarvetta",
+        "o_unreachable": "Ei tavoitettu",
+        "o_moved": "Muuttanut",
+        "o_other": "Muu",
+        "f_housing_shortage": "Asuntopula",
+        "f_benefit_gap": "Aukko etuuksissa",
+        "f_service_gap": "Aukko palveluissa",
+        "f_long_waiting_time": "Pitkä odotusaika",
+        "f_language_barrier": "Kielimuuri",
+        "f_digital_barrier": "Digitaalinen este",
+        "f_cooperation_gap": "Yhteistyön puute",
+        "f_other": "Muu",
+        "q_sufficient": "Riittävä",
+        "q_insufficient_information": "Tiedot riittämättömät",
+        "q_not_needed": "Ei tarpeellinen",
     },
     "sv": {
         "title": "Lägesbild för överlämningar",
@@ -231,6 +279,50 @@ LABELS: dict[str, dict[str, str]] = {
         "assessment": "start av servicebehovsbedömning",
         "decision": "beslut",
         "language": "Språk",
+        "statistics": "Statistik",
+        "stats_title": "Statistik per månad",
+        "stats_intro": "Pseudonyma sammanställningar efter mottagningsmånad (finsk tid); "
+                       "inga uppgifter om enskilda ärenden.",
+        "from_month": "Från (månad)",
+        "to_month": "Till (månad)",
+        "all_areas": "Alla områden sammanlagt",
+        "show": "Visa",
+        "month": "Månad",
+        "referrals": "Remisser",
+        "chart_first_reply": "Tid till första svar (timmar)",
+        "median_h": "Median (h)",
+        "p90_h": "90:e percentilen (h)",
+        "chart_overdue_share": "Andel försenade av remisserna",
+        "overdue_share": "Försenade / remisser",
+        "chart_outcomes": "Utfall",
+        "chart_findings": "Strukturella iakttagelser",
+        "chart_quality": "Remissens kvalitet (mottagarens bedömning)",
+        "hidden_note": "= färre än 5 ärenden: dolt (eller inga ärenden).",
+        "combined_note": "Summan för alla områden döljs om något områdes andel av den är dold.",
+        "chart_desc": "{title}, {area}, {span}: en stapel per månad, värdet ovanför stapeln. Samma siffror "
+                      "finns i tabellen under diagrammet. {dash} = färre än 5 ärenden: dolt.",
+        "bad_parameter": "Ogiltig parameter",
+        "err_month_format": "ange månaden som ÅÅÅÅ-MM",
+        "err_range": "startmånaden är efter slutmånaden",
+        "err_range_too_long": "högst 36 månader åt gången",
+        "err_unknown_area": "okänd områdeskod",
+        "o_services_arranged": "Tjänster ordnade",
+        "o_client_declined": "Klienten avböjde",
+        "o_no_need": "Inget behov",
+        "o_unreachable": "Nåddes inte",
+        "o_moved": "Har flyttat",
+        "o_other": "Annat",
+        "f_housing_shortage": "Bostadsbrist",
+        "f_benefit_gap": "Lucka i förmåner",
+        "f_service_gap": "Lucka i tjänster",
+        "f_long_waiting_time": "Lång väntetid",
+        "f_language_barrier": "Språkbarriär",
+        "f_digital_barrier": "Digital barriär",
+        "f_cooperation_gap": "Brister i samarbetet",
+        "f_other": "Annat",
+        "q_sufficient": "Tillräcklig",
+        "q_insufficient_information": "Otillräckliga uppgifter",
+        "q_not_needed": "Inte behövlig",
     },
     "en": {
         "title": "Hand-off dashboard",
@@ -304,6 +396,49 @@ LABELS: dict[str, dict[str, str]] = {
         "assessment": "assessment started",
         "decision": "decision",
         "language": "Language",
+        "statistics": "Statistics",
+        "stats_title": "Monthly statistics",
+        "stats_intro": "Pseudonymous aggregates by month of receipt (Finnish time); no case-level data.",
+        "from_month": "From (month)",
+        "to_month": "To (month)",
+        "all_areas": "All areas combined",
+        "show": "Show",
+        "month": "Month",
+        "referrals": "Referrals",
+        "chart_first_reply": "Time to first reply (hours)",
+        "median_h": "Median (h)",
+        "p90_h": "90th percentile (h)",
+        "chart_overdue_share": "Overdue share of referrals",
+        "overdue_share": "Overdue / referrals",
+        "chart_outcomes": "Outcomes",
+        "chart_findings": "Structural findings",
+        "chart_quality": "Referral quality (intake's view)",
+        "hidden_note": "= fewer than 5 cases: hidden (or no cases).",
+        "combined_note": "A combined figure is hidden when any area's part of it is hidden.",
+        "chart_desc": "{title}, {area}, {span}: one bar per month, its value above the bar. The same "
+                      "numbers are in the table below the chart. {dash} = fewer than 5 cases: hidden.",
+        "bad_parameter": "Invalid parameter",
+        "err_month_format": "give the month as YYYY-MM",
+        "err_range": "the start month is after the end month",
+        "err_range_too_long": "at most 36 months at once",
+        "err_unknown_area": "unknown area code",
+        "o_services_arranged": "Services arranged",
+        "o_client_declined": "Client declined",
+        "o_no_need": "No need",
+        "o_unreachable": "Unreachable",
+        "o_moved": "Moved",
+        "o_other": "Other",
+        "f_housing_shortage": "Housing shortage",
+        "f_benefit_gap": "Benefit gap",
+        "f_service_gap": "Service gap",
+        "f_long_waiting_time": "Long waiting time",
+        "f_language_barrier": "Language barrier",
+        "f_digital_barrier": "Digital barrier",
+        "f_cooperation_gap": "Cooperation gap",
+        "f_other": "Other",
+        "q_sufficient": "Sufficient",
+        "q_insufficient_information": "Insufficient information",
+        "q_not_needed": "Not needed",
     },
 }
 
@@ -802,7 +937,10 @@ def _layout(lang: str, title: str, main: str, *, viewer: Viewer | None = None, c
     nav = ""
     if viewer is not None:
         nav = (
-            f'<nav><a href="{_e(_url("/dashboard", lang))}">{_e(t["overview"])}</a>'
+            f'<nav><a href="{_e(_url("/dashboard", lang))}"{_CURRENT if path == "/dashboard" else ""}>'
+            f'{_e(t["overview"])}</a>'
+            f'<a href="{_e(_url("/dashboard/statistics", lang))}" class="nav-statistics"'
+            f'{_CURRENT if path == "/dashboard/statistics" else ""}>{_e(t["statistics"])}</a>'
             f'<form class="lookup" method="get" action="/dashboard/cases">'
             f'<input type="hidden" name="lang" value="{lang}">'
             f'<label>{_e(t["lookup"])} <input type="search" name="q" required maxlength="128" '
@@ -1110,6 +1248,294 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
+# --- statistics page (DESIGN § 11) ----------------------------------------------------------------
+
+STATS_DEFAULT_MONTHS = 12
+_MONTH_TEXT = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+# Okabe-Ito colours (distinguishable with colour-vision deficiencies); every series also has its
+# own text label, and every other series a hatch pattern, so no reading depends on colour.
+_PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#6b6b00", "#4d4d4d")
+_BAR_H = 44
+_ROW_H = 86
+
+
+def _month_shift(month: str, delta: int) -> str:
+    index = int(month[:4]) * 12 + int(month[5:7]) - 1 + delta
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def _combine(values: Iterable[int | None]) -> int | None:
+    """The sum of per-area published counts, or None when any of them is hidden: a combined total
+    next to the published areas would otherwise give a hidden area's count away by subtraction."""
+    total = 0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+async def _monthly_first_reply(ledger: Ledger, query: StatsQuery,
+                               ) -> dict[str, dict[str, float | None]]:
+    """month -> {median, p90} hours to first reply over all the query's areas together, by the
+    same percentile_cont as § 11 (index ix_cases_month_area_reply); null under five cases."""
+    hours = (cases.c.first_reply_s / 3600.0).label("h")
+    where = (cases.c.received_month.in_(query.months), cases.c.area.in_(query.areas),
+             cases.c.first_reply_s.is_not(None))
+    found: dict[str, tuple[int, float | None, float | None]] = {}
+    async with ledger.engine.connect() as conn:
+        if ledger.is_postgres:
+            for month, n, p50, p90 in await conn.execute(
+                    sa.select(cases.c.received_month, sa.func.count(),
+                              sa.func.percentile_cont(0.5).within_group(hours),
+                              sa.func.percentile_cont(0.9).within_group(hours))
+                    .where(*where).group_by(cases.c.received_month)):
+                found[month] = (int(n), _float(p50), _float(p90))
+        else:
+            window: dict[str, Any] = {"partition_by": cases.c.received_month, "order_by": hours}
+            ranked = sa.select(
+                cases.c.received_month.label("m"), hours,
+                sa.func.row_number().over(**window).label("rn"),
+                sa.func.count().over(**window, rows=(None, None)).label("n"),
+            ).where(*where).subquery("ranked")
+            wanted = []
+            for p in (0.5, 0.9):
+                low = sa.cast((ranked.c.n - 1) * p, sa.Integer) + 1
+                wanted += [ranked.c.rn == low, ranked.c.rn == low + 1]
+            ranks: dict[str, tuple[int, dict[int, float]]] = {}
+            for month, n, rn, h in await conn.execute(
+                    sa.select(ranked.c.m, ranked.c.n, ranked.c.rn, ranked.c.h).where(sa.or_(*wanted))):
+                ranks.setdefault(month, (int(n), {}))[1][int(rn)] = float(h)
+            for month, (n, values) in ranks.items():
+                found[month] = (n, _interpolate(values, n, 0.5), _interpolate(values, n, 0.9))
+    out: dict[str, dict[str, float | None]] = {}
+    for month, (n, p50, p90) in found.items():
+        shown = n >= STATS_SMALL
+        out[month] = {"median": round(p50, 1) if shown and p50 is not None else None,
+                      "p90": round(p90, 1) if shown and p90 is not None else None}
+    return out
+
+
+async def load_statistics(ledger: Ledger, classification: Classification, query: StatsQuery, *,
+                          combined: bool, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """One row per month: `compute_statistics`'s row itself for a single area, or, for all areas
+    combined, the sums of its published counts (see `_combine`) and the percentiles over all."""
+    rows = await compute_statistics(ledger, classification, query, now=now)
+    if not combined:
+        return rows
+    by_month: dict[str, list[dict[str, Any]]] = {m: [] for m in query.months}
+    for row in rows:
+        by_month[row["month"]].append(row)
+    latency = await _monthly_first_reply(ledger, query) if query.areas else {}
+    out = []
+    for month, group in by_month.items():
+        out.append({
+            "month": month, "area": None,
+            "referrals": _combine(r["referrals"] for r in group),
+            "overdue": _combine(r["overdue"] for r in group),
+            "first_reply_hours": latency.get(month, {"median": None, "p90": None}),
+            **{name: {key: _combine(r[name][key] for r in group) for key in keys}
+               for name, keys in _BREAKDOWNS},
+        })
+    return out
+
+
+_BREAKDOWNS: tuple[tuple[str, list[str]], ...] = (
+    ("outcomes", [o.value for o in Outcome]),
+    ("findings", [f.value for f in Finding]),
+    ("referral_quality", [q.value for q in ReferralQuality]),
+)
+
+
+def overdue_share(row: Mapping[str, Any]) -> float | None:
+    """Overdue / referrals in per cent, or None when either is hidden or there were no referrals."""
+    referrals, overdue = row["referrals"], row["overdue"]
+    if referrals is None or overdue is None or referrals == 0:
+        return None
+    return 100.0 * int(overdue) / int(referrals)
+
+
+@dataclass(frozen=True)
+class Series:
+    key: str
+    label: str
+    values: list[float | None]
+    unit: str = "count"  # count | hours | percent
+
+
+def _value_text(value: float | None, unit: str) -> str:
+    if value is None:
+        return _DASH
+    if unit == "hours":
+        return f"{value:.1f}"
+    if unit == "percent":
+        return f"{value:.1f} %"
+    return str(int(value))
+
+
+def _svg_chart(cid: str, title: str, desc: str, months: Sequence[str], series: Sequence[Series]) -> str:
+    """Small multiples: one labelled row of bars per series, a column per month, each bar with its
+    value written above it. A hidden value (null) draws no bar, only an en dash, so it can never be
+    read as zero; a zero draws no bar and the text 0."""
+    n = max(len(months), 1)
+    col = max(56, 900 // n)
+    left = 8
+    width = 2 * left + n * col
+    height = 6 + len(series) * _ROW_H + 24
+    top_value = max((v for s in series for v in s.values if v is not None), default=0.0) or 1.0
+    parts = [
+        f'<svg class="chart" id="chart-{cid}" role="img" aria-labelledby="chart-{cid}-title '
+        f'chart-{cid}-desc" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'xmlns="http://www.w3.org/2000/svg">'
+        f'<title id="chart-{cid}-title">{_e(title)}</title><desc id="chart-{cid}-desc">{_e(desc)}</desc>'
+        f'<defs><pattern id="hatch-{cid}" width="6" height="6" patternUnits="userSpaceOnUse" '
+        f'patternTransform="rotate(45)"><rect width="2.5" height="6" fill="#ffffff" fill-opacity="0.7"/>'
+        f'</pattern></defs>'
+    ]
+    for i, s in enumerate(series):
+        y0 = 6 + i * _ROW_H
+        base = y0 + _ROW_H - 8
+        colour = _PALETTE[i % len(_PALETTE)]
+        parts.append(f'<g class="series" data-series="{_e(s.key)}">'
+                     f'<text class="series-label" x="{left}" y="{y0 + 13}">{_e(s.label)}</text>'
+                     f'<line x1="{left}" y1="{base}" x2="{width - left}" y2="{base}" stroke="#8c959f" '
+                     f'stroke-width="1"/>')
+        for j, (month, value) in enumerate(zip(months, s.values, strict=True)):
+            cx = left + j * col + col / 2
+            bar_w = col * 0.56
+            text = _value_text(value, s.unit)
+            parts.append(f'<g data-month="{month}"><title>{_e(s.label)}, {month}: {_e(text)}</title>')
+            if value is None:
+                parts.append(f'<text class="na" x="{cx:.1f}" y="{base - 4}" text-anchor="middle">'
+                             f'{_DASH}</text>')
+            else:
+                h = round(_BAR_H * value / top_value, 1) if value > 0 else 0.0
+                if h > 0:
+                    h = max(h, 1.0)
+                    rect = f'x="{cx - bar_w / 2:.1f}" y="{base - h:.1f}" width="{bar_w:.1f}" height="{h}"'
+                    parts.append(f'<rect class="bar" {rect} fill="{colour}"/>')
+                    if i % 2:
+                        parts.append(f'<rect {rect} fill="url(#hatch-{cid})"/>')
+                parts.append(f'<text class="value" x="{cx:.1f}" y="{base - h - 4:.1f}" '
+                             f'text-anchor="middle">{_e(text)}</text>')
+            parts.append("</g>")
+        parts.append("</g>")
+    for j, month in enumerate(months):
+        parts.append(f'<text class="axis" x="{left + j * col + col / 2:.1f}" y="{height - 8}" '
+                     f'text-anchor="middle">{month}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _stats_table(cid: str, t: Mapping[str, str], months: Sequence[str], series: Sequence[Series]) -> str:
+    rows = []
+    for j, month in enumerate(months):
+        cells = "".join(f'<td class="num" data-series="{_e(s.key)}">{_e(_value_text(s.values[j], s.unit))}'
+                        f'</td>' for s in series)
+        rows.append(f'<tr data-month="{month}"><th scope="row">{month}</th>{cells}</tr>')
+    return _table([(t["month"], False), *((s.label, True) for s in series)], rows, id_=f"table-{cid}")
+
+
+def _stats_charts(rows: Sequence[Mapping[str, Any]], lang: str, area_text: str) -> str:
+    t = LABELS[lang]
+    months = [r["month"] for r in rows]
+
+    def counts(group: str, prefix: str) -> list[Series]:
+        keys = next(keys for name, keys in _BREAKDOWNS if name == group)
+        return [Series(k, t[f"{prefix}_{k}"], [r[group][k] for r in rows]) for k in keys]
+
+    first_reply = [Series("median", t["median_h"], [r["first_reply_hours"]["median"] for r in rows], "hours"),
+                   Series("p90", t["p90_h"], [r["first_reply_hours"]["p90"] for r in rows], "hours")]
+    share = [Series("overdue_share", t["overdue_share"], [overdue_share(r) for r in rows], "percent")]
+    share_table = [Series("referrals", t["referrals"], [r["referrals"] for r in rows]),
+                   Series("overdue", t["overdue"], [r["overdue"] for r in rows]), *share]
+    charts = [
+        ("first-reply", t["chart_first_reply"], first_reply, first_reply),
+        ("overdue-share", t["chart_overdue_share"], share, share_table),
+        ("outcomes", t["chart_outcomes"], counts("outcomes", "o"), counts("outcomes", "o")),
+        ("findings", t["chart_findings"], counts("findings", "f"), counts("findings", "f")),
+        ("quality", t["chart_quality"], counts("referral_quality", "q"), counts("referral_quality", "q")),
+    ]
+    span = f"{months[0]}{_DASH}{months[-1]}" if months else ""
+    note = f'<p class="meta note">{_DASH} {_e(t["hidden_note"])}</p>'
+    out = []
+    for cid, title, drawn, tabled in charts:
+        desc = t["chart_desc"].format(title=title, area=area_text, span=span, dash=_DASH)
+        out.append(f'<section class="stats-chart" id="stats-{cid}"><h2>{_e(title)}</h2>'
+                   f'<div class="chart-wrap">{_svg_chart(cid, title, desc, months, drawn)}</div>'
+                   f'{_stats_table(cid, t, months, tabled)}{note}</section>')
+    return "".join(out)
+
+
+def _stats_form(lang: str, classification: Classification, start: str, end: str, area: str) -> str:
+    t = LABELS[lang]
+    options = [f'<option value=""{" selected" if not area else ""}>{_e(t["all_areas"])}</option>']
+    options += [f'<option value="{_e(code)}"{" selected" if code == area else ""}>{_e(code)} '
+                f'{_e(_area_name(classification, code, lang))}</option>' for code in classification.areas]
+    return (
+        f'<form class="stats-filter" method="get" action="/dashboard/statistics">'
+        f'<input type="hidden" name="lang" value="{lang}">'
+        f'<label>{_e(t["from_month"])} <input type="month" name="from" value="{_e(start)}" required '
+        f'pattern="[0-9]{{4}}-[0-9]{{2}}" placeholder="YYYY-MM"></label>'
+        f'<label>{_e(t["to_month"])} <input type="month" name="to" value="{_e(end)}" required '
+        f'pattern="[0-9]{{4}}-[0-9]{{2}}" placeholder="YYYY-MM"></label>'
+        f'<label>{_e(t["area"])} <select name="area">{"".join(options)}</select></label>'
+        f'<button type="submit">{_e(t["show"])}</button></form>'
+    )
+
+
+@_html_handler
+async def statistics_page(request: web.Request) -> web.Response:
+    viewer = _viewer(request)
+    lang = _lang(request)
+    t = LABELS[lang]
+    svc = _services(request)
+    csrf = request.app[DASHBOARD].csrf_token(viewer.binding)
+    current = utcnow().astimezone(HELSINKI).strftime("%Y-%m")
+    raw_to = request.query.get("to", "").strip()
+    raw_from = request.query.get("from", "").strip()
+    raw_area = request.query.get("area", "").strip()
+    end = raw_to or current
+    start = raw_from or _month_shift(end if _MONTH_TEXT.fullmatch(end) else current,
+                                     1 - STATS_DEFAULT_MONTHS)
+    params = {"from": start, "to": end, **({"area": raw_area} if raw_area else {})}
+    # Only well-formed values are echoed back into the form and the language links.
+    shown = {k: v for k, v in params.items()
+             if (_MONTH_TEXT.fullmatch(v) if k != "area" else v in svc.classification.areas)}
+
+    def page(main: str, status: int = 200) -> web.Response:
+        form = _stats_form(lang, svc.classification, shown.get("from", ""), shown.get("to", ""),
+                           shown.get("area", ""))
+        head = (f'<section class="stats-head"><h2>{_e(t["stats_title"])}</h2>'
+                f'<p class="meta">{_e(t["stats_intro"])} {_e(t["times_note"])}</p>{form}</section>')
+        return _html(_layout(lang, t["statistics"], head + main, viewer=viewer, csrf=csrf,
+                             path="/dashboard/statistics", query=shown), status)
+
+    try:
+        query = parse_stats_query(params, svc.classification, own_area=None)
+    except InvalidInput as error:
+        items = []
+        for item in error.errors:
+            loc = item.get("loc") or []
+            param = str(loc[-1]) if loc else "?"
+            reason = t.get(f"err_{item.get('type', '')}", str(item.get("msg", "")))
+            items.append(f'<li data-param="{_e(param)}">{_e(t["bad_parameter"])} <code>{_e(param)}</code>: '
+                         f'{_e(reason)}</li>')
+        return page(f'<section class="message error-list" role="alert"><ul class="error">{"".join(items)}'
+                    f'</ul></section>', 422)
+    area = query.areas[0] if raw_area else None
+    rows = await load_statistics(svc.ledger, svc.classification, query, combined=area is None)
+    if area is None:
+        area_text = t["all_areas"]
+        note = f'<p class="meta">{_e(t["combined_note"])}</p>'
+    else:
+        area_text = f"{area} {_area_name(svc.classification, area, lang)}"
+        note = ""
+    main = (f'<p class="meta stats-scope" data-area="{_e(area or "")}"><strong>{_e(area_text)}</strong> · '
+            f'{query.months[0]}{_DASH}{query.months[-1]}</p>{note}{_stats_charts(rows, lang, area_text)}')
+    return page(main)
+
+
 CSS = """
 :root { --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #f6f8fa; --brand: #003580;
         --warn: #9a3412; --warn-bg: #ffedd5; --ok: #0a5c36; }
@@ -1155,6 +1581,20 @@ dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: .3rem 1re
 dl.facts dt { color: var(--muted); }
 dl.facts dd { margin: 0; }
 section.login { max-width: 40rem; }
+nav a[aria-current] { font-weight: 700; text-decoration: none; }
+form.stats-filter { display: flex; flex-wrap: wrap; gap: .5rem 1rem; align-items: center; }
+form.stats-filter input, form.stats-filter select { padding: .3rem .5rem; border: 1px solid var(--line);
+         border-radius: 4px; font: inherit; }
+.chart-wrap { overflow-x: auto; margin: 0 0 .6rem; }
+svg.chart { display: block; max-width: none; }
+svg.chart text { font: 11px "DejaVu Sans", "Liberation Sans", sans-serif; fill: var(--fg); }
+svg.chart text.series-label { font-size: 12px; font-weight: 700; }
+svg.chart text.value { font-weight: 600; }
+svg.chart text.na { font-size: 14px; font-weight: 700; fill: var(--muted); }
+svg.chart text.axis { fill: var(--muted); }
+section.stats-chart table { width: auto; min-width: 24rem; }
+.note { margin-top: .4rem; }
+ul.error { margin: 0; padding: .5rem .8rem .5rem 2rem; }
 """
 
 
@@ -1179,6 +1619,7 @@ def setup_dashboard(app: web.Application) -> None:
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/dashboard", overview, name="dashboard")
     app.router.add_get("/dashboard/cases", case_lookup, name="dashboard_cases")
+    app.router.add_get("/dashboard/statistics", statistics_page, name="dashboard_statistics")
     app.router.add_post("/dashboard/dead-letters/{dl_id}/replay", replay, name="dashboard_replay")
     app.router.add_get("/dashboard/login", login_form, name="dashboard_login_form")
     app.router.add_post("/dashboard/login", login, name="dashboard_login")

@@ -423,3 +423,186 @@ async def test_overview_of_an_empty_ledger(make_client, store_url) -> None:
     row = area_row(page, "08")
     assert row is not None and row["open"] == "0" and row["p50"] == NO_VALUE
     assert area_row(page, "05") is None  # no route and no case
+
+
+# --- statistics page (DESIGN § 11) ---------------------------------------------------------------
+
+STATS_MONTHS = ("2026-02", "2026-03", "2026-04")
+
+
+def stats_table(page: str, chart: str) -> dict[tuple[str, str], str]:
+    """(month, series) -> the cell text of the data table under one chart."""
+    m = re.search(rf'<table id="table-{chart}">(.*?)</table>', page, re.S)
+    assert m is not None, f"no table under chart {chart}"
+    cells: dict[tuple[str, str], str] = {}
+    for month, body in re.findall(r'<tr data-month="([\d-]+)">(.*?)</tr>', m.group(1), re.S):
+        for series, text in re.findall(r'data-series="(\w+)">([^<]*)</td>', body):
+            cells[(month, series)] = html.unescape(text)
+    return cells
+
+
+def chart_cell(page: str, chart: str, series: str, month: str) -> str:
+    """The SVG markup of one series' bar (or dash) for one month."""
+    svg = re.search(rf'<svg class="chart" id="chart-{chart}".*?</svg>', page, re.S)
+    assert svg is not None, f"no SVG chart {chart}"
+    row = re.search(rf'<g class="series" data-series="{series}">(.*?)</g></g>(?=<g class="series"|<text)',
+                    svg.group(0), re.S)
+    assert row is not None
+    cell = re.search(rf'<g data-month="{month}">(.*?)</g>', row.group(0) + "</g>", re.S)
+    assert cell is not None
+    return cell.group(1)
+
+
+def shown(value: Any, unit: str = "count") -> str:
+    if value is None:
+        return NO_VALUE
+    return {"count": str(value), "hours": f"{value:.1f}", "percent": f"{value:.1f} %"}[unit]
+
+
+async def seed_statistics(client: Client) -> list[str]:
+    """Area 08: six answered and closed cases in 2026-03, three (hidden) in 2026-04. Area 90: five
+    in 2026-03. First replies after 10, 11, ... hours."""
+    from tests.test_statistics import seed
+
+    ids = await seed(client, 6, month_day=dt.datetime(2026, 3, 10, 9, tzinfo=dt.UTC), close=True,
+                     prefix="STATPAGE-A")
+    ids += await seed(client, 3, month_day=dt.datetime(2026, 4, 8, 9, tzinfo=dt.UTC), close=True,
+                      prefix="STATPAGE-B")
+    ids += await seed(client, 5, month_day=dt.datetime(2026, 3, 12, 9, tzinfo=dt.UTC), close=True,
+                      municipality="091", prefix="STATPAGE-C")
+    return ids
+
+
+async def test_statistics_page_matches_compute_statistics(make_client, store_url) -> None:
+    from broker.dashboard import overdue_share
+    from broker.statistics import compute_statistics, parse_stats_query
+
+    client = await make_client(base_settings(store_url))
+    ids = await seed_statistics(client)
+    svc = services_of(client)
+    query = parse_stats_query({"from": STATS_MONTHS[0], "to": STATS_MONTHS[-1], "area": "08"},
+                              svc.classification, own_area=None)
+    expected = {r["month"]: r for r in await compute_statistics(svc.ledger, svc.classification, query)}
+    r = await client.get(f"/dashboard/statistics?from={STATS_MONTHS[0]}&to={STATS_MONTHS[-1]}&area=08&lang=en",
+                         headers=auth(ADMIN_TOKEN))
+    page = await r.text()
+    assert r.status == 200, page[:500]
+    for name, value in SECURITY_HEADERS.items():
+        assert r.headers[name] == value
+    assert "script-src 'none'" in r.headers["Content-Security-Policy"]
+    assert page.count('<svg class="chart"') == 5
+    for chart in ("first-reply", "overdue-share", "outcomes", "findings", "quality"):
+        assert f'<title id="chart-{chart}-title">' in page and f'<desc id="chart-{chart}-desc">' in page
+    # Every number in every table is compute_statistics' own.
+    first = stats_table(page, "first-reply")
+    share = stats_table(page, "overdue-share")
+    outcomes, findings, quality = (stats_table(page, c) for c in ("outcomes", "findings", "quality"))
+    for month, row in expected.items():
+        assert first[(month, "median")] == shown(row["first_reply_hours"]["median"], "hours")
+        assert first[(month, "p90")] == shown(row["first_reply_hours"]["p90"], "hours")
+        assert share[(month, "referrals")] == shown(row["referrals"])
+        assert share[(month, "overdue")] == shown(row["overdue"])
+        assert share[(month, "overdue_share")] == shown(overdue_share(row), "percent")
+        for table, group in ((outcomes, "outcomes"), (findings, "findings"), (quality, "referral_quality")):
+            for key, value in row[group].items():
+                assert table[(month, key)] == shown(value), (month, group, key)
+    assert first[("2026-03", "median")] == "12.5" and share[("2026-03", "referrals")] == "6"
+    assert outcomes[("2026-03", "services_arranged")] == "6" and quality[("2026-03", "sufficient")] == "6"
+    # Three cases in April: hidden, shown as an en dash with the note, and never drawn as a bar.
+    assert share[("2026-04", "referrals")] == NO_VALUE and outcomes[("2026-04", "services_arranged")] == NO_VALUE
+    assert first[("2026-04", "median")] == NO_VALUE
+    assert "fewer than 5 cases: hidden" in page
+    hidden = chart_cell(page, "outcomes", "services_arranged", "2026-04")
+    assert 'class="na"' in hidden and "<rect" not in hidden
+    drawn = chart_cell(page, "outcomes", "services_arranged", "2026-03")
+    assert "<rect" in drawn and ">6</text>" in drawn
+    # A quiet month is a real zero: "0", not a dash, and no bar.
+    assert outcomes[("2026-02", "services_arranged")] == "0"
+    quiet = chart_cell(page, "outcomes", "services_arranged", "2026-02")
+    assert ">0</text>" in quiet and "<rect" not in quiet and 'class="na"' not in quiet
+    # CSP-compatible: no script, no inline style; colours are SVG presentation attributes.
+    assert "<script" not in page.lower() and " style=" not in page and "<style" not in page
+    # Aggregates only: no case id, Kela reference, identity code or name.
+    for rid in ids:
+        found = await svc.ledger.read_case(rid)
+        assert found is not None
+        case, _ = found
+        ref = case.referral()
+        for secret in (rid, case.kela_reference, ref["client"]["personal_id"], ref["client"]["last_name"]):
+            assert secret not in page
+
+
+async def test_statistics_page_all_areas_combined(make_client, store_url) -> None:
+    from broker.statistics import compute_statistics, parse_stats_query
+
+    client = await make_client(base_settings(store_url))
+    await seed_statistics(client)
+    svc = services_of(client)
+    page = await page_text(client, f"/dashboard/statistics?from={STATS_MONTHS[0]}&to={STATS_MONTHS[-1]}",
+                           headers=auth(ADMIN_TOKEN))
+    assert '<option value="" selected>' in page and "Kaikki alueet yhteensä" in page
+    share = stats_table(page, "overdue-share")
+    first = stats_table(page, "first-reply")
+    outcomes = stats_table(page, "outcomes")
+    assert share[("2026-03", "referrals")] == "11"  # 6 in 08 and 5 in 90
+    assert outcomes[("2026-03", "services_arranged")] == "11"
+    # percentile_cont over 10..15 h (08) and 10..14 h (90), eleven cases together.
+    assert (first[("2026-03", "median")], first[("2026-03", "p90")]) == ("12.0", "14.0")
+    # April: area 08's three are hidden, so the total is too (else 08 = total - other areas).
+    assert share[("2026-04", "referrals")] == NO_VALUE and first[("2026-04", "median")] == NO_VALUE
+    assert share[("2026-02", "referrals")] == "0"
+    # Each combined count is the sum of the published per-area counts when none is hidden.
+    query = parse_stats_query({"from": STATS_MONTHS[0], "to": STATS_MONTHS[-1]}, svc.classification,
+                              own_area=None)
+    rows = await compute_statistics(svc.ledger, svc.classification, query)
+    for month in STATS_MONTHS:
+        values = [r["referrals"] for r in rows if r["month"] == month]
+        total = None if None in values else sum(values)
+        assert share[(month, "referrals")] == shown(total)
+
+
+async def test_statistics_page_defaults_and_navigation(make_client, store_url) -> None:
+    from broker.workdays import HELSINKI
+
+    client = await make_client(base_settings(store_url))
+    overview = await page_text(client, "/dashboard?lang=sv", headers=auth(ADMIN_TOKEN))
+    link = re.search(r'<a href="(/dashboard/statistics[^"]*)" class="nav-statistics"[^>]*>([^<]*)</a>', overview)
+    assert link is not None and link.group(2) == "Statistik"
+    page = await page_text(client, html.unescape(link.group(1)), headers=auth(ADMIN_TOKEN))
+    months = re.findall(r'<tr data-month="([\d-]+)">', re.search(r'<table id="table-first-reply">.*?</table>',
+                                                                 page, re.S).group(0))
+    now = utcnow().astimezone(HELSINKI)
+    assert len(months) == 12 and months[-1] == now.strftime("%Y-%m")
+    assert 'lang="sv"' in page and "Tid till första svar" in page
+    assert 'aria-current="true">Statistik</a>' in page
+    # Only `to` given: the twelve months up to it.
+    page = await page_text(client, "/dashboard/statistics?to=2026-06&lang=en", headers=auth(ADMIN_TOKEN))
+    assert 'name="from" value="2025-07"' in page and 'name="to" value="2026-06"' in page
+
+
+async def test_statistics_page_is_for_admins_only(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    for token in (KELA_TOKEN, intake_token("08")):
+        text = await page_text(client, "/dashboard/statistics?lang=en", status=403, headers=auth(token))
+        assert "administrators only" in text and "<svg" not in text
+    r = await client.get("/dashboard/statistics", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
+    assert (await login(client)).status == 303  # the session cookie works as well
+    assert "<svg" in await page_text(client, "/dashboard/statistics?from=2026-01&to=2026-02")
+
+
+@pytest.mark.parametrize(("query", "param"), [
+    ("from=2026-13&to=2026-12", "from"),
+    ("from=2026-01&to=26-02", "to"),
+    ("from=2026-05&to=2026-04", "from"),
+    ("from=2023-01&to=2026-01", "to"),
+    ("from=2026-01&to=2026-01&area=77", "area"),
+    ("from=%3Cscript%3E&to=2026-01", "from"),
+])
+async def test_statistics_page_bad_parameter(make_client, tmp_path, query: str, param: str) -> None:
+    client = await make_client(base_settings(f"sqlite+aiosqlite:///{tmp_path / 's.db'}"))
+    page = await page_text(client, f"/dashboard/statistics?{query}&lang=en", status=422,
+                           headers=auth(ADMIN_TOKEN))
+    assert re.search(rf'<li data-param="{param}">Invalid parameter <code>{param}</code>: \w', page)
+    assert "<svg" not in page and "<script" not in page.lower()
+    assert '<form class="stats-filter"' in page  # the form stays, to correct the value

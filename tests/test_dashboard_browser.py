@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium driven by Playwright), against the real app.
 
 Logs in through the form, reads the area table, finds a case, sees the overdue one highlighted,
-replays a dead letter with its button, and saves screenshots under artifacts/. Skips on a machine
+replays a dead letter with its button, opens the statistics page (SVG charts and their tables), and
+saves screenshots under artifacts/. Skips on a machine
 without Chromium or Playwright; fails in CI (CI=true), where both must be installed. Playwright's own
 browser download is never used: the browser is /usr/bin/chromium (`apt-get install -y chromium`).
 """
@@ -23,6 +24,7 @@ from tests.receiver import Receiver
 from tests.support import reply, wait_state
 from tests.test_dashboard import post_case, set_case
 from tests.test_delivery import webhook_routes
+from tests.test_statistics import seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -83,6 +85,11 @@ async def test_dashboard_in_chromium(make_client, tmp_path: Path, browser: Any) 
                        first_reply_at=now - dt.timedelta(hours=2.5))
         await set_case(client, open_rid, delivered_at=now - dt.timedelta(days=7))
         await wait_state(client, dead_rid, "failed")
+        # Statistics for area 90 (pull): six answered and closed cases in March 2026, three in April
+        # (hidden), received and answered in the past, so none is waiting or overdue now.
+        for n, day, prefix in ((6, dt.datetime(2026, 3, 10, 9, tzinfo=dt.UTC), "BS-A"),
+                               (3, dt.datetime(2026, 4, 8, 9, tzinfo=dt.UTC), "BS-B")):
+            await seed(client, n, month_day=day, municipality="091", close=True, prefix=prefix)
 
         base = str(client.make_url("/")).rstrip("/")
         page = await browser.new_page(viewport={"width": 1360, "height": 900})
@@ -117,7 +124,7 @@ async def test_dashboard_in_chromium(make_client, tmp_path: Path, browser: Any) 
         await page.screenshot(path=str(ARTIFACTS / "dashboard-case.png"), full_page=True)
 
         # Replay the dead letter with its button: it leaves the list, and the case is delivered.
-        await page.click("header nav a")  # back to the overview
+        await page.click("header nav a[href^='/dashboard?']")  # back to the overview
         healthy = True
         await page.click('tr[data-dead-letter] button[type=submit]')
         await expect(page).to_have_url(re.compile(r"done=replayed"))
@@ -126,6 +133,25 @@ async def test_dashboard_in_chromium(make_client, tmp_path: Path, browser: Any) 
         await wait_state(client, dead_rid, "delivered")
         assert receiver.referral_ids()[dead_rid] == 1
         await page.screenshot(path=str(ARTIFACTS / "dashboard-after-replay.png"), full_page=True)
+
+        # The statistics page, from the navigation: per-month SVG charts, each with its data table.
+        await page.click("header nav a.nav-statistics")
+        await expect(page).to_have_url(re.compile(r"/dashboard/statistics\?lang=fi$"))
+        await page.select_option("select[name=area]", "90")
+        await page.fill("input[name=from]", "2026-02")
+        await page.fill("input[name=to]", "2026-04")
+        await page.click("form.stats-filter button[type=submit]")
+        await expect(page).to_have_url(re.compile(r"area=90"))
+        chart = page.locator("svg#chart-outcomes")
+        await expect(chart).to_be_visible()
+        await expect(chart.locator("title").first).to_have_text("Lopputulokset")
+        await expect(page.locator("table#table-outcomes")).to_be_visible()
+        cell = page.locator('#table-outcomes tr[data-month="2026-03"] td[data-series="services_arranged"]')
+        await expect(cell).to_have_text("6")
+        hidden = page.locator('#table-outcomes tr[data-month="2026-04"] td[data-series="services_arranged"]')
+        await expect(hidden).to_have_text("\u2013")
+        await expect(page.locator("svg.chart")).to_have_count(5)
+        await page.screenshot(path=str(ARTIFACTS / "dashboard-statistics.png"), full_page=True)
 
         # Logging out ends the session.
         await page.click("header form.inline button[type=submit]")
