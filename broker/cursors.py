@@ -10,6 +10,9 @@ from broker.errors import InvalidInput
 __all__ = ["decode_cursor", "encode_cursor"]
 
 
+MAX_POSITION = 2**63 - 1  # a BIGINT: anything larger cannot be a position in any list
+
+
 def encode_cursor(kind: str, position: int) -> str:
     return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
 
@@ -20,7 +23,7 @@ def decode_cursor(kind: str, value: str | None, param: str = "after") -> int:
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
         prefix, _, number = raw.partition(":")
-        if prefix != kind or not number.isdigit():
+        if prefix != kind or not number.isdigit() or int(number) > MAX_POSITION:
             raise ValueError
         return int(number)
     except (ValueError, binascii.Error, UnicodeDecodeError):

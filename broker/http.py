@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
-from broker.cursors import decode_cursor, encode_cursor
+from broker.cursors import MAX_POSITION, decode_cursor, encode_cursor
 from broker.deadlines import compute_deadlines
 from broker.errors import (
     Conflict,
@@ -26,6 +26,7 @@ from broker.errors import (
     UnsupportedMediaType,
 )
 from broker.ledger import CaseRow
+from broker.openapi import openapi_document
 from broker.services import SERVICES, Services
 from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
 from schemas.enums import CaseState
@@ -284,7 +285,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = _principal(request, "admin")
     raw = request.match_info["dl_id"]
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) > MAX_POSITION:
         raise NotFound("no such dead letter")
     return _json(await svc.cases.replay_dead_letter(int(raw), actor=principal.party_id), 202)
 
@@ -327,6 +328,11 @@ async def get_schema(request: web.Request) -> web.Response:
     if name not in SCHEMAS:
         raise NotFound("no such schema")
     return _json(json_schema(name))
+
+
+@routes.get("/v1/openapi.json", name="get_openapi")
+async def get_openapi(_request: web.Request) -> web.Response:
+    return _json(openapi_document())
 
 
 @routes.get("/healthz", name="healthz")
