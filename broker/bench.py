@@ -167,6 +167,7 @@ class BenchResult:
     http_errors: int
     undelivered: int
     duplicate_deliveries: int
+    notes: tuple[str, ...] = ()
     cpu_ms_per_referral: float = 0.0
     """The service's CPU time (user + system, all processes) per referral in the saturation run:
     steadier than throughput on a machine that other work shares."""
@@ -226,6 +227,7 @@ class BenchResult:
             "undelivered": self.undelivered,
             "duplicate_deliveries": self.duplicate_deliveries,
             "targets_met": self.targets_met(),
+            "notes": list(self.notes),
         }
 
 
@@ -620,18 +622,35 @@ async def _bench_database(store_url: str | None) -> AsyncIterator[str]:
 
 async def _pg_admin(statement: str) -> None:
     """One statement outside a transaction (CREATE/DROP DATABASE) on the server's `postgres` db."""
+    await _pg_scalar(_PG_ADMIN_URL, statement)
+
+
+async def _pg_scalar(url: str, statement: str) -> Any:
+    """One statement on its own autocommit connection; its first column of the first row, if any."""
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(_PG_ADMIN_URL, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
     try:
         async with engine.connect() as conn:
-            await conn.execute(sa.text(statement))
+            result = await conn.execute(sa.text(statement))
+            return result.scalar() if result.returns_rows else None
     except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise BenchError(f"PostgreSQL is not reachable at {_PG_SERVER} ({type(exc).__name__}); "
-                         "start it or pass --store-url") from None
+        raise BenchError(f"PostgreSQL is not reachable at {urlsplit(url).hostname} "
+                         f"({type(exc).__name__}); start it or pass --store-url") from None
     finally:
         await engine.dispose()
+
+
+async def _store_notes(store_url: str) -> list[str]:
+    """What about the store makes the figures less representative of production."""
+    if not store_url.startswith("postgresql"):
+        return ["the store is SQLite: one writer, not the production store"]
+    notes = []
+    if await _pg_scalar(store_url, "SHOW autovacuum") == "off":
+        notes.append("PostgreSQL autovacuum is off on this server: the dead rows of outbox and cases "
+                     "pile up, so a long soak slows down on the database side")
+    return notes
 
 
 def _rabbitmqctl_path() -> str | None:
@@ -812,6 +831,7 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
         machine_cpu_ms_per_message=ceiling.machine_cpu_ms_per_message,
         machine_cpu_ms_per_referral=sat_busy_s * 1000 / max(1, len(sat_times)),
         bench_cpu_ms_per_referral=own_s * 1000 / max(1, len(sat_times)),
+        notes=tuple(await _store_notes(store_url)),
         undelivered=len(warm_missing) + len(sat_missing) + len(fixed_missing),
         duplicate_deliveries=receiver.duplicates,
     )
@@ -877,6 +897,7 @@ def render_report(result: BenchResult) -> str:
         problems.append(f"{result.duplicate_deliveries} duplicate webhook deliveries")
     if problems:
         lines.append("  ! " + "; ".join(problems))
+    lines += [f"  note: {n}" for n in result.notes]
     return "\n".join(lines)
 
 

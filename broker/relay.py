@@ -11,6 +11,7 @@ import json
 
 import sqlalchemy as sa
 import structlog
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from broker.ledger import Ledger, utcnow
 from broker.settings import RelaySettings
@@ -25,11 +26,6 @@ log = structlog.get_logger(__name__)
 # steady 200 referrals/s, waiting this long after a wake-up makes it carry several rows, not one.
 _GATHER_S = 0.005
 
-_MARK_SENT = (sa.update(outbox)
-              .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)), outbox.c.status == "pending")
-              .values(status="sent", published_at=sa.bindparam("published_at"),
-                      publish_attempts=outbox.c.publish_attempts + 1))
-
 
 class OutboxRelay:
     def __init__(self, ledger: Ledger, transport: Transport, settings: RelaySettings) -> None:
@@ -43,6 +39,16 @@ class OutboxRelay:
                            outbox.c.body, outbox.c.created_at)
                  .where(outbox.c.status == "pending").order_by(outbox.c.id).limit(settings.batch_size))
         self._claim = claim.with_for_update(skip_locked=True) if ledger.is_postgres else claim
+        if ledger.is_postgres:
+            # One statement for every batch size: `IN (...)` of n ids is a new prepared statement for
+            # each n, and asyncpg keeps 100 per pooled connection (memory, and re-prepares of the
+            # hot statements it evicts).
+            ids = outbox.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger)))
+        else:
+            ids = outbox.c.id.in_(sa.bindparam("ids", expanding=True))
+        self._mark_sent = (sa.update(outbox).where(ids, outbox.c.status == "pending")
+                           .values(status="sent", published_at=sa.bindparam("published_at"),
+                                   publish_attempts=outbox.c.publish_attempts + 1))
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows: relay now rather than at the next poll."""
@@ -84,7 +90,7 @@ class OutboxRelay:
             confirmed = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
             failed = [res for res in results if res is not None]
             if confirmed:
-                await conn.execute(_MARK_SENT, {"ids": confirmed, "published_at": utcnow()})
+                await conn.execute(self._mark_sent, {"ids": confirmed, "published_at": utcnow()})
         if failed:
             unexpected = [f for f in failed if not isinstance(f, PublishError)]
             log.warning("outbox_publish_unconfirmed", count=len(failed),
