@@ -227,13 +227,17 @@ class FileReplyScanner:
         return out
 
     async def run(self) -> None:
-        """Scan, sleep, repeat, until cancelled; a failed scan is logged and tried again."""
+        """Sleep, scan, repeat, until cancelled; a failed scan is logged and tried again.
+
+        The first scan waits one interval: start-up work (migrations, the transport) comes first, and
+        a test that drives `scan_once` itself is never raced by the background job.
+        """
         while True:
+            await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.scan_once()
             except Exception:
                 log.exception("reply_scan_failed")
-            await asyncio.sleep(self.poll_interval_s)
 
     async def scan_once(self) -> ScanReport:
         report = ScanReport()
