@@ -153,6 +153,8 @@ class BenchResult:
     ceiling_per_s: float
     end_to_end_per_s: float
     fixed: Latency
+    fixed_post: Latency
+    """POST -> 202 at the fixed rate: how much of accept -> delivered is spent before the 202."""
     saturation: Latency
     offered_rate_per_s: float
     fixed_rate_s: float
@@ -208,6 +210,8 @@ class BenchResult:
             "saturation_p95_ms": round(self.saturation.p95_ms, 2),
             "saturation_p99_ms": round(self.saturation.p99_ms, 2),
             "fixed_max_ms": round(self.fixed.max_ms, 2),
+            "fixed_post_p50_ms": round(self.fixed_post.p50_ms, 2),
+            "fixed_post_p99_ms": round(self.fixed_post.p99_ms, 2),
             "saturation_max_ms": round(self.saturation.max_ms, 2),
             "offered_rate_per_s": self.offered_rate_per_s,
             "fixed_rate_s": self.fixed_rate_s,
@@ -432,6 +436,8 @@ class _Phase:
     started: float = 0.0
     accepted: dict[str, float] = field(default_factory=dict)
     """referral_id -> when its POST started."""
+    answered_s: list[float] = field(default_factory=list)
+    """How long each accepted POST took to be answered (the 202 comes after the ledger commit)."""
 
 
 class _Load:
@@ -457,6 +463,7 @@ class _Load:
                                        headers=self._headers) as resp:
                 if resp.status == 202:
                     phase.accepted[(await resp.json())["referral_id"]] = started
+                    phase.answered_s.append(time.perf_counter() - started)
                 else:
                     await resp.read()
                     self.errors[f"http_{resp.status}"] += 1
@@ -813,6 +820,7 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
         end_to_end_per_s=end_to_end,
         fixed=Latency.of([receiver.delivered[r] - t for r, t in fixed.accepted.items()
                           if r in receiver.delivered]),
+        fixed_post=Latency.of(fixed.answered_s),
         saturation=Latency.of([receiver.delivered[r] - t for r, t in saturation.accepted.items()
                                if r in receiver.delivered]),
         offered_rate_per_s=options.rate,
@@ -873,6 +881,7 @@ def render_report(result: BenchResult) -> str:
         f" ({result.fixed_rate_s:g} s, {result.fixed_delivered_per_s:.1f}/s delivered)",
         f"      p50 {f.p50_ms:7.1f} ms   p95 {f.p95_ms:7.1f} ms   p99 {f.p99_ms:7.1f} ms"
         f"   max {f.max_ms:7.1f} ms   target p99 <= {TARGET_P99_MS:g} ms  {_mark(met['p99'])}",
+        f"      POST -> 202 p50 {result.fixed_post.p50_ms:7.1f} ms   p99 {result.fixed_post.p99_ms:7.1f} ms",
         "  accept -> delivered at saturation",
         f"      p50 {s.p50_ms:7.1f} ms   p95 {s.p95_ms:7.1f} ms   p99 {s.p99_ms:7.1f} ms"
         f"   max {s.max_ms:7.1f} ms",

@@ -55,7 +55,7 @@ def test_percentile_is_nearest_rank() -> None:
 def test_report_and_json_agree() -> None:
     lat = Latency(10.0, 20.0, 30.0, 40.0, 100)
     result = BenchResult(
-        ceiling_per_s=4000.0, end_to_end_per_s=1000.0, fixed=lat, saturation=lat,
+        ceiling_per_s=4000.0, end_to_end_per_s=1000.0, fixed=lat, fixed_post=lat, saturation=lat,
         offered_rate_per_s=200.0, fixed_rate_s=15.0, fixed_delivered_per_s=199.0, rss_boot_mb=90.0,
         rss_start_mb=100.0, rss_end_mb=105.0, rss_samples_mb=(100.0, 103.0, 105.0), count=3000,
         concurrency=32, processes=1, http_errors=0, undelivered=0, duplicate_deliveries=0)
