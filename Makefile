@@ -32,5 +32,8 @@ test: $(STAMP) lint typecheck
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py
 
+bench: $(STAMP)
+	$(BIN)/handoff bench
+
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -724,13 +724,35 @@ async def run_bench(options: BenchOptions, *, show_progress: bool = False,
     """Set up, measure (a) and (b), tear down. `on_started` gets the service pids (for py-spy)."""
     if options.processes > 1 and options.store_url and options.store_url.startswith("sqlite"):
         raise BenchError("several service processes need PostgreSQL (SQLite has one writer)")
-    with _Progress(show_progress) as progress:
-        async with contextlib.AsyncExitStack() as stack:
-            amqp_url = await stack.enter_async_context(_bench_vhost(options.amqp_url))
-            await _check_broker(amqp_url)
-            store_url = await stack.enter_async_context(_bench_database(options.store_url))
-            ceiling = await measure_ceiling(amqp_url, options.count, progress=progress)
-            return await _end_to_end(options, stack, store_url, amqp_url, ceiling, progress, on_started)
+    # SIGTERM (e.g. from `timeout`) cancels the run, so that the services, the database and the
+    # vhost are still removed; Ctrl-C does the same through asyncio.run.
+    me, loop = asyncio.current_task(), asyncio.get_running_loop()
+    assert me is not None
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        me.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        with _Progress(show_progress) as progress:
+            async with contextlib.AsyncExitStack() as stack:
+                amqp_url = await stack.enter_async_context(_bench_vhost(options.amqp_url))
+                await _check_broker(amqp_url)
+                store_url = await stack.enter_async_context(_bench_database(options.store_url))
+                ceiling = await measure_ceiling(amqp_url, options.count, progress=progress)
+                return await _end_to_end(options, stack, store_url, amqp_url, ceiling, progress,
+                                         on_started)
+    except asyncio.CancelledError:
+        if terminated and me.uncancel() == 0:
+            raise BenchError("stopped by SIGTERM (services stopped, database and vhost removed)") from None
+        raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGTERM)
     raise AssertionError("unreachable")
 
 
