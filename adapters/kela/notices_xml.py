@@ -74,6 +74,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import DefusedXMLParser
 from pydantic import TypeAdapter, ValidationError
 
+from adapters.xml_values import BadValue, checked_datetime_text, parse_boolean, parse_token
 from schemas.enums import ConsentMethod, Kind, Need, Urgency
 from schemas.errors import ErrorItem, SchemaError
 from schemas.models import Key, Referral
@@ -173,16 +174,7 @@ class NoticeResult:
 
 # --- Value conversions ----------------------------------------------------------------------------
 
-class _BadValue(Exception):
-    def __init__(self, msg: str, type_: str) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.type = type_
-
-
-_DATETIME = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?", re.ASCII
-)
+_BadValue = BadValue
 _INTEGER = re.compile(r"\d{1,15}", re.ASCII)
 # Characters XML 1.0 cannot carry at all, not even as character references.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -192,27 +184,12 @@ def _parse_text(text: str) -> str:
     return text
 
 
-def _parse_token(text: str) -> str:
-    return text.strip()
-
-
-def _parse_boolean(text: str) -> bool:
-    value = text.strip()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise _BadValue("must be true, false, 1 or 0", "bool_parsing")
+_parse_token = parse_token
+_parse_boolean = parse_boolean
 
 
 def _parse_datetime(text: str) -> datetime:
-    value = text.strip()
-    match = _DATETIME.fullmatch(value)
-    if match is None:
-        raise _BadValue("must be an ISO 8601 date-time YYYY-MM-DDThh:mm:ss with a UTC offset",
-                        "datetime_parsing")
-    if match.group(1) is None:
-        raise _BadValue("must carry a UTC offset (Z or +hh:mm)", "timezone_aware")
+    value = checked_datetime_text(text)
     try:
         return datetime.fromisoformat(value)
     except ValueError:

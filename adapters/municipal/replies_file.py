@@ -51,6 +51,7 @@ from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidd
 from defusedxml.ElementTree import DefusedXMLParser
 
 from adapters.kela.notices_json import MalformedBody, load_json_object
+from adapters.xml_values import BadValue, checked_datetime_text, parse_boolean, parse_token
 from schemas.enums import Decision, Finding, Outcome, ReferralQuality, ReplyStatus
 from schemas.errors import ErrorItem, SchemaError
 
@@ -215,15 +216,7 @@ def _unicode_problems(data: dict[str, Any]) -> list[ErrorItem]:
 
 # --- XML: vocabulary ------------------------------------------------------------------------------
 
-class _BadValue(Exception):
-    def __init__(self, msg: str, type_: str) -> None:
-        super().__init__(msg)
-        self.msg = msg
-        self.type = type_
-
-
-_DATETIME: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?", re.ASCII)
+_BadValue = BadValue
 _INTEGER: Final = re.compile(r"-?\d{1,9}", re.ASCII)
 
 
@@ -231,29 +224,11 @@ def _text(text: str) -> object:
     return text
 
 
-def _token(text: str) -> object:
-    return text.strip()
-
-
-def _boolean(text: str) -> object:
-    value = text.strip()
-    if value in ("true", "1"):
-        return True
-    if value in ("false", "0"):
-        return False
-    raise _BadValue("must be true, false, 1 or 0", "bool_parsing")
-
-
-def _datetime(text: str) -> object:
-    # Kept as text: the common schema parses it, and the idempotency hash sees what was sent.
-    value = text.strip()
-    match = _DATETIME.fullmatch(value)
-    if match is None:
-        raise _BadValue("must be an ISO 8601 date-time YYYY-MM-DDThh:mm:ss with a UTC offset",
-                        "datetime_parsing")
-    if match.group(1) is None:
-        raise _BadValue("must carry a UTC offset (Z or +hh:mm)", "timezone_aware")
-    return value
+_token = parse_token
+_boolean = parse_boolean
+# Date-times are kept as text: the common schema parses them, and the idempotency hash sees what
+# was sent.
+_datetime = checked_datetime_text
 
 
 def _integer(text: str) -> object:
