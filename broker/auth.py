@@ -37,7 +37,7 @@ class TokenBook:
     def __init__(self, parties: Iterable[Party]) -> None:
         self._by_hash = {p.token_sha256: Principal(p.id, p.role, p.area) for p in parties}
 
-    def authenticate(self, authorization: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:
             raise Unauthorized("missing bearer token")
         scheme, _, token = authorization.partition(" ")

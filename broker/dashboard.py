@@ -549,13 +549,13 @@ def _admin_ids(settings: Settings) -> set[str]:
     return {p.id for p in settings.parties if p.role == "admin"}
 
 
-def _viewer(request: web.Request) -> Viewer:
+async def _viewer(request: web.Request) -> Viewer:
     """The admin looking at the page, or a response (login redirect, 401, 403) raised as `_Respond`."""
     svc = request.app[SERVICES]
     lang = _lang(request)
     if "Authorization" in request.headers:
         try:
-            principal = svc.tokens.authenticate(request.headers["Authorization"])
+            principal = await svc.tokens.authenticate(request.headers["Authorization"])
         except Unauthorized:
             raise _Respond(_message_page(lang, "unauthorized", 401)) from None
         request[PRINCIPAL] = principal
@@ -1128,7 +1128,7 @@ def _services(request: web.Request) -> Services:
 
 @_html_handler
 async def overview(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     lang = _lang(request)
     svc = _services(request)
     ov = await load_overview(svc.ledger, svc.settings, svc.classification, lang)
@@ -1139,7 +1139,7 @@ async def overview(request: web.Request) -> web.Response:
 
 @_html_handler
 async def case_lookup(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     lang = _lang(request)
     t = LABELS[lang]
     svc = _services(request)
@@ -1171,7 +1171,7 @@ async def case_lookup(request: web.Request) -> web.Response:
 
 @_html_handler
 async def replay(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     lang = _lang(request)
     _check_csrf(request, viewer, await request.post())
     raw = request.match_info["dl_id"]
@@ -1222,7 +1222,7 @@ async def login(request: web.Request) -> web.Response:
     if not (isinstance(nonce, str) and cookie and hmac.compare_digest(nonce, cookie)):
         return _message_page(lang, "csrf_failed", 403)
     try:
-        principal = svc.tokens.authenticate(f"Bearer {token}" if isinstance(token, str) else None)
+        principal = await svc.tokens.authenticate(f"Bearer {token}" if isinstance(token, str) else None)
     except Unauthorized:
         return _login_page(request, lang, "unauthorized", 401)
     request[PRINCIPAL] = principal
@@ -1238,7 +1238,7 @@ async def login(request: web.Request) -> web.Response:
 
 @_html_handler
 async def logout(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     lang = _lang(request)
     _check_csrf(request, viewer, await request.post())
     if viewer.session is not None:
@@ -1486,7 +1486,7 @@ def _stats_form(lang: str, classification: Classification, start: str, end: str,
 
 @_html_handler
 async def statistics_page(request: web.Request) -> web.Response:
-    viewer = _viewer(request)
+    viewer = await _viewer(request)
     lang = _lang(request)
     t = LABELS[lang]
     svc = _services(request)

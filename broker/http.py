@@ -13,6 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
+from broker.audit import Actor
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
 from broker.cursors import MAX_POSITION, decode_cursor, encode_cursor
@@ -25,6 +26,7 @@ from broker.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from broker.http_errors import REQUEST_ID
 from broker.ledger import CaseRow
 from broker.openapi import openapi_document
 from broker.services import SERVICES, Services
@@ -48,11 +50,15 @@ def _svc(request: web.Request) -> Services:
     return request.app[SERVICES]
 
 
-def _principal(request: web.Request, *roles: str) -> Principal:
+async def _principal(request: web.Request, *roles: str) -> Principal:
     svc = _svc(request)
-    principal = svc.tokens.authenticate(request.headers.get("Authorization"))
+    principal = await svc.tokens.authenticate(request.headers.get("Authorization"))
     request[PRINCIPAL] = principal
     return svc.tokens.require(principal, *roles)
+
+
+def _actor(request: web.Request, principal: Principal) -> Actor:
+    return Actor(principal.party_id, principal.role, request.get(REQUEST_ID))
 
 
 async def read_body(request: web.Request, content_types: tuple[str, ...] = JSON_TYPES) -> bytes:
@@ -113,7 +119,7 @@ def case_summary(case: CaseRow) -> dict[str, Any]:
 @routes.post("/v1/referrals", name="post_referral")
 async def post_referral(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "kela")
+    principal = await _principal(request, "kela")
     data = await read_json(request)
     try:
         referral = parse_referral(data)
@@ -142,7 +148,7 @@ XML_TYPES = ("application/xml", "text/xml")
 async def post_notices(request: web.Request) -> web.Response:
     """A batch of Kela notices in XML: 207 with one result per notice, each applied on its own."""
     svc = _svc(request)
-    principal = _principal(request, "kela")
+    principal = await _principal(request, "kela")
     raw = await read_body(request, XML_TYPES)
     try:
         notices = parse_notices(raw, max_bytes=svc.settings.server.max_body_bytes)
@@ -183,7 +189,7 @@ async def get_notices_xsd(_request: web.Request) -> web.Response:
 @routes.post("/v1/referrals/{referral_id}/answers", name="post_answer")
 async def post_answer(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "kela")
+    principal = await _principal(request, "kela")
     referral_id = request.match_info["referral_id"]
     data = await read_json(request)
     try:
@@ -198,7 +204,7 @@ async def post_answer(request: web.Request) -> web.Response:
 @routes.get("/v1/updates", name="get_updates")
 async def get_updates(request: web.Request) -> web.Response:
     svc = _svc(request)
-    _principal(request, "kela")
+    await _principal(request, "kela")
     after = decode_cursor("u", request.query.get("after"))
     rows = await svc.ledger.feed(after, _limit(request))
     items = [dump_update(r) for r in rows]
@@ -214,7 +220,7 @@ async def get_updates(request: web.Request) -> web.Response:
 @routes.get("/v1/referrals/{referral_id}", name="get_referral")
 async def get_referral(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "kela", "intake", "admin")
+    principal = await _principal(request, "kela", "intake", "admin")
     found = await svc.ledger.read_case(request.match_info["referral_id"])
     case = _visible_case(principal, found[0] if found else None)
     assert found is not None
@@ -237,7 +243,7 @@ INBOX_STATES = {s.value for s in CaseState}
 @routes.get("/v1/inbox", name="get_inbox")
 async def get_inbox(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "intake")
+    principal = await _principal(request, "intake")
     assert principal.area is not None
     states = request.query.get("state", "delivered").split(",")
     if not all(s in INBOX_STATES for s in states):
@@ -256,7 +262,7 @@ async def get_inbox(request: web.Request) -> web.Response:
 @routes.post("/v1/referrals/{referral_id}/replies", name="post_reply")
 async def post_reply(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "intake")
+    principal = await _principal(request, "intake")
     data = await read_json(request)
     result = await svc.cases.apply_reply(request.match_info["referral_id"], data,
                                          actor=principal.party_id, area=principal.area)
@@ -269,7 +275,7 @@ async def post_reply(request: web.Request) -> web.Response:
 @routes.get("/v1/admin/dead-letters", name="get_dead_letters")
 async def get_dead_letters(request: web.Request) -> web.Response:
     svc = _svc(request)
-    _principal(request, "admin")
+    await _principal(request, "admin")
     limit = _limit(request)
     after = decode_cursor("d", request.query.get("after"))
     rows = await svc.ledger.list_dead_letters(after, limit + 1)
@@ -283,7 +289,7 @@ async def get_dead_letters(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/dead-letters/{dl_id}/replay", name="replay_dead_letter")
 async def replay_dead_letter(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "admin")
+    principal = await _principal(request, "admin")
     raw = request.match_info["dl_id"]
     if not raw.isdigit() or int(raw) > MAX_POSITION:
         raise NotFound("no such dead letter")
@@ -293,7 +299,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
 @routes.post("/v1/admin/referrals/{referral_id}/route", name="admin_route")
 async def admin_route(request: web.Request) -> web.Response:
     svc = _svc(request)
-    principal = _principal(request, "admin")
+    principal = await _principal(request, "admin")
     data = await read_json(request)
     if not isinstance(data, dict) or not isinstance(data.get("area"), str):
         raise InvalidInput([{"loc": ["area"], "msg": "area (string) is required", "type": "missing"}])
@@ -310,7 +316,7 @@ async def admin_route(request: web.Request) -> web.Response:
 async def get_statistics(request: web.Request) -> web.Response:
     """§ 11 statistics: admin and Kela see every area, an intake its own area only."""
     svc = _svc(request)
-    principal = _principal(request, "admin", "kela", "intake")
+    principal = await _principal(request, "admin", "kela", "intake")
     query = parse_stats_query(dict(request.query), svc.classification,
                               own_area=principal.area if principal.role == "intake" else None)
     rows = await compute_statistics(svc.ledger, svc.classification, query)

@@ -17,7 +17,10 @@ from structlog.contextvars import bound_contextvars
 from broker.auth import PRINCIPAL
 from broker.errors import HandoffError, InvalidInput
 
-__all__ = ["error_middleware"]
+__all__ = ["REQUEST_ID", "error_middleware"]
+
+# The request id every audit record of this request carries (echoed as X-Request-Id).
+REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 log = structlog.get_logger("broker.http")
 
@@ -32,6 +35,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     request_id = request.headers.get("X-Request-Id", "")
     if not (0 < len(request_id) <= 64 and request_id.replace("-", "").isalnum()):
         request_id = uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = _route_name(request)
     with bound_contextvars(request_id=request_id):

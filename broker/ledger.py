@@ -110,6 +110,7 @@ class CaseRow:
     areas_tried: str
     unroutable_reason: str | None
     referral_json: str | None
+    purged_at: dt.datetime | None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> CaseRow:

@@ -25,7 +25,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["cases", "dead_letters", "events", "metadata", "outbox", "processed", "updates"]
+__all__ = [
+    "access_tokens", "audit", "audit_heads", "cases", "dead_letters", "events", "metadata", "outbox",
+    "processed", "updates",
+]
 
 metadata = MetaData(
     naming_convention={
@@ -120,11 +123,14 @@ cases = Table(
     Column("areas_tried", String(200), nullable=False, default=""),
     Column("unroutable_reason", String(200), nullable=True),
     Column("referral_json", Text, nullable=True),
+    # Set when retention removed the personal data; the statistical columns above stay.
+    Column("purged_at", TS, nullable=True),
     UniqueConstraint("sender", "kela_reference", name="uq_cases_sender_reference"),
     Index("ix_cases_area_state", "area", "state"),
     Index("ix_cases_state_received", "state", "received_at"),
     Index("ix_cases_received", "received_at"),
     Index("ix_cases_month_area", "received_month", "area"),
+    Index("ix_cases_closed", "closed_at"),
     # Percentiles of time to first reply read this index alone (an index-only scan on PostgreSQL).
     Index("ix_cases_month_area_reply", "received_month", "area", "first_reply_s"),
     # Partial indexes over the few cases still waiting: the /metrics gauges, the SLA clock and the
@@ -207,4 +213,49 @@ dead_letters = Table(
     Column("replayed_at", TS, nullable=True),
     Index("ix_dead_letters_event", "event_id"),
     Index("ix_dead_letters_open", "replayed_at", "area"),
+)
+
+# Who read or wrote what (issue 8). Records are hash-chained: `hash` covers the record and
+# `prev_hash`, the previous record's hash in the same chain. Several chains (`audit_heads`, one row
+# each) let concurrent transactions append without queueing on a single row lock; each case's records
+# stay in one chain. No identity code, name or free text is ever stored here.
+audit = Table(
+    "audit", metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("chain", Integer, nullable=False),
+    Column("n", BigInteger, nullable=False),
+    Column("at", TS, nullable=False),
+    Column("party_id", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(40), nullable=False),
+    Column("referral_id", String(36), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("outcome", String(24), nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    UniqueConstraint("chain", "n", name="uq_audit_chain_n"),
+    Index("ix_audit_at", "at"),
+    Index("ix_audit_referral", "referral_id"),
+)
+
+audit_heads = Table(
+    "audit_heads", metadata,
+    Column("chain", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# Tokens issued with `handoff token create` (the config's [[parties]] tokens work beside them).
+# Looked up on every request, so a revocation or expiry takes effect at once in every process.
+access_tokens = Table(
+    "access_tokens", metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("party_id", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("area", String(8), nullable=True),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=True),
+    Column("revoked_at", TS, nullable=True),
+    Index("ix_access_tokens_party", "party_id"),
 )

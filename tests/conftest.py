@@ -79,8 +79,9 @@ async def _truncate_pg(url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.cases') IS NOT NULL")
         if exists:
-            await conn.execute("TRUNCATE cases, events, updates, outbox, processed, dead_letters "
-                               "RESTART IDENTITY")
+            await conn.execute("TRUNCATE cases, events, updates, outbox, processed, dead_letters, "
+                               "audit, access_tokens RESTART IDENTITY")
+            await conn.execute("UPDATE audit_heads SET n = 0, hash = $1", "0" * 64)
     finally:
         await conn.close()
 

@@ -129,6 +129,8 @@ async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: 
                          rejected: dict[str, int | str] | None = None) -> dict[str, str]:
     """POST referrals round-robin over the services; returns kela_reference -> referral_id for 202/200.
 
+    `base_urls` is read again for every request, so a caller may drop a dead process from the list
+    mid-stream, as a load balancer would, and the rest of the stream goes round-robin over the others.
     `municipality_of(ref)`, if given, picks the municipality from the reference alone, so that a resend
     of a sub-list is the identical body (by default it alternates with the position in `refs`).
     `rejected`, if given, collects the other answers: the status, or the client error's class name."""

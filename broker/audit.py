@@ -1,0 +1,230 @@
+"""Tamper-evident audit of every read and write of case data (issue 8, DESIGN § 1).
+
+Each record says who (party id and role), did what (action), to which case (referral id), when, under
+which request id, and with what outcome. It never holds an identity code, a name or free text, so the
+audit outlives retention purges unchanged.
+
+Records are appended in the same transaction as the read or write they describe: if the audit record
+cannot be written, the data is not returned and the change is not committed.
+
+Records form hash chains. A record's hash covers its fields and the previous record's hash, so
+changing, deleting or inserting a row breaks every later link, and `verify` names the first break.
+There are `CHAINS` chains, each with a head row (`audit_heads`): appending locks only one head row
+until commit, so concurrent requests on different chains do not queue behind each other. A case's
+records always fall in the same chain, in the order they committed. The heads are what an operator
+would anchor outside the database (`handoff audit verify` prints them) to detect truncation as well.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker.tables import audit, audit_heads
+
+if TYPE_CHECKING:
+    from broker.ledger import Ledger
+
+__all__ = [
+    "CHAINS", "GENESIS", "Actor", "AuditEntry", "BrokenLink", "VerifyReport", "append",
+    "append_alone", "export",
+    "record_hash", "system_actor", "verify",
+]
+
+CHAINS = 8
+GENESIS = "0" * 64
+_SEP = "\x1f"  # ASCII unit separator: cannot occur in any field, so fields cannot run together
+
+Outcome = Literal["ok", "duplicate", "not_found", "conflict", "invalid", "forbidden", "failed"]
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts: a party from a token, the dashboard's logged-in admin, the CLI, or the service."""
+
+    party_id: str
+    role: str
+    request_id: str | None = None
+
+
+def system_actor(component: str, request_id: str | None = None) -> Actor:
+    """The service itself (delivery workers, SLA clock, file adapter, retention)."""
+    return Actor(f"system:{component}", "system", request_id)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    action: str
+    referral_id: str | None = None
+    outcome: str = "ok"
+
+
+_BUMP_HEAD = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindparam("c"))
+              .values(n=audit_heads.c.n + sa.bindparam("k"))
+              .returning(audit_heads.c.n, audit_heads.c.hash))
+_SET_HEAD_HASH = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindparam("c"))
+                  .values(hash=sa.bindparam("h")))
+_INSERT = audit.insert()
+
+
+def chain_of(key: str | None) -> int:
+    return zlib.crc32((key or "").encode()) % CHAINS
+
+
+def _stamp(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def record_hash(prev_hash: str, row: dict[str, Any]) -> str:
+    fields = (prev_hash, str(row["chain"]), str(row["n"]), _stamp(row["at"]), row["party_id"],
+              row["role"], row["action"], row["referral_id"] or "", row["request_id"] or "",
+              row["outcome"])
+    return hashlib.sha256(_SEP.join(fields).encode()).hexdigest()
+
+
+async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEntry],
+                 at: dt.datetime) -> None:
+    """Append `entries` to one chain inside the caller's transaction.
+
+    Call it once per transaction and as late as possible: the chain's head row stays locked until
+    the commit, and one head per transaction means no lock-order deadlock between transactions.
+    """
+    if not entries:
+        return
+    chain = chain_of(entries[0].referral_id or actor.request_id)
+    head = (await conn.execute(_BUMP_HEAD, {"c": chain, "k": len(entries)})).first()
+    if head is None:
+        raise RuntimeError(f"audit chain {chain} has no head row (is the ledger migrated?)")
+    last_n, prev = int(head[0]), str(head[1])
+    rows = []
+    for i, entry in enumerate(entries):
+        row: dict[str, Any] = {
+            "chain": chain, "n": last_n - len(entries) + 1 + i, "at": at,
+            "party_id": actor.party_id[:64], "role": actor.role[:16], "action": entry.action,
+            "referral_id": entry.referral_id, "request_id": actor.request_id,
+            "outcome": entry.outcome,
+        }
+        row["prev_hash"] = prev
+        row["hash"] = prev = record_hash(prev, row)
+        rows.append(row)
+    await conn.execute(_INSERT, rows)
+    await conn.execute(_SET_HEAD_HASH, {"c": chain, "h": prev})
+
+
+async def append_alone(ledger: Ledger, actor: Actor, entries: Sequence[AuditEntry],
+                       at: dt.datetime) -> None:
+    """A transaction of its own: for refused requests, whose transaction rolled back."""
+    async with ledger.transaction() as conn:
+        await append(conn, actor, entries, at)
+
+
+# --- verification ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokenLink:
+    chain: int
+    n: int
+    seq: int | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f"chain {self.chain}, record {self.n}" + (f" (seq {self.seq})" if self.seq else "")
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class VerifyReport:
+    records: int = 0
+    heads: dict[int, tuple[int, str]] = field(default_factory=dict)
+    broken: BrokenLink | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+
+async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
+    """Walk every chain from its first record; stop at the first broken link."""
+    report = VerifyReport()
+    async with engine.connect() as conn:
+        heads = (await conn.execute(sa.select(audit_heads).order_by(audit_heads.c.chain))).all()
+        for chain, head_n, head_hash in heads:
+            report.heads[int(chain)] = (int(head_n), str(head_hash))
+            expected_n, prev = 1, GENESIS
+            async for row in _chain_rows(conn, int(chain), batch):
+                report.records += 1
+                broken = _check(row, expected_n, prev)
+                if broken is not None:
+                    report.broken = broken
+                    return report
+                expected_n, prev = expected_n + 1, row["hash"]
+            if expected_n - 1 != head_n or prev != head_hash:
+                report.broken = BrokenLink(
+                    int(chain), expected_n, None,
+                    f"chain ends at record {expected_n - 1} but its head says {head_n} "
+                    "(records after it were removed, or the head was changed)")
+                return report
+    return report
+
+
+async def _chain_rows(conn: AsyncConnection, chain: int, batch: int,
+                      ) -> AsyncIterator[dict[str, Any]]:
+    after = 0
+    while True:
+        rows = (await conn.execute(
+            sa.select(audit).where(audit.c.chain == chain, audit.c.n > after)
+            .order_by(audit.c.n).limit(batch))).mappings().all()
+        if not rows:
+            return
+        for r in rows:
+            yield dict(r)
+        after = int(rows[-1]["n"])
+
+
+def _check(row: dict[str, Any], expected_n: int, prev: str) -> BrokenLink | None:
+    chain, n, seq = int(row["chain"]), int(row["n"]), int(row["seq"])
+    if n != expected_n:
+        return BrokenLink(chain, expected_n, seq, f"record {expected_n} is missing (next found is {n})")
+    if row["prev_hash"] != prev:
+        return BrokenLink(chain, n, seq, "prev_hash does not match the previous record's hash")
+    if record_hash(prev, row) != row["hash"]:
+        return BrokenLink(chain, n, seq, "hash does not match the record's contents")
+    return None
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+async def export(engine: AsyncEngine, start: dt.datetime, end: dt.datetime, *,
+                 referral_id: str | None = None, party_id: str | None = None,
+                 batch: int = 5000) -> AsyncIterator[str]:
+    """JSON lines of the records in [start, end), oldest first, for a controller's access request."""
+    q = sa.select(audit).where(audit.c.at >= start, audit.c.at < end)
+    if referral_id is not None:
+        q = q.where(audit.c.referral_id == referral_id)
+    if party_id is not None:
+        q = q.where(audit.c.party_id == party_id)
+    after = 0
+    async with engine.connect() as conn:
+        while True:
+            rows = (await conn.execute(q.where(audit.c.seq > after).order_by(audit.c.seq)
+                                       .limit(batch))).mappings().all()
+            if not rows:
+                return
+            for r in rows:
+                yield json.dumps({
+                    "seq": r["seq"], "at": _stamp(r["at"]), "party_id": r["party_id"],
+                    "role": r["role"], "action": r["action"], "referral_id": r["referral_id"],
+                    "request_id": r["request_id"], "outcome": r["outcome"], "chain": r["chain"],
+                    "n": r["n"], "prev_hash": r["prev_hash"], "hash": r["hash"],
+                }, ensure_ascii=False)
+            after = int(rows[-1]["seq"])
