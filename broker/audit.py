@@ -28,15 +28,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from broker.errors import Conflict, Forbidden, InvalidInput, NotFound
 from broker.tables import audit, audit_heads
 
 if TYPE_CHECKING:
     from broker.ledger import Ledger
 
 __all__ = [
-    "CHAINS", "GENESIS", "Actor", "AuditEntry", "BrokenLink", "VerifyReport", "append",
-    "append_alone", "export",
-    "record_hash", "system_actor", "verify",
+    "AUDITED_ACTIONS", "CHAINS", "GENESIS", "Actor", "AuditEntry", "BrokenLink", "VerifyReport",
+    "append", "append_alone", "as_actor", "cli_actor", "export", "outcome_of", "record_hash",
+    "system_actor", "verify",
 ]
 
 CHAINS = 8
@@ -44,6 +45,18 @@ GENESIS = "0" * 64
 _SEP = "\x1f"  # ASCII unit separator: cannot occur in any field, so fields cannot run together
 
 Outcome = Literal["ok", "duplicate", "not_found", "conflict", "invalid", "forbidden", "failed"]
+
+# What is recorded, by whom. Reads: a case opened (API or dashboard), listed in an inbox, carried in
+# Kela's feed, or shown as a dead letter. Writes: every change of a case, by a party or the service.
+AUDITED_ACTIONS: frozenset[str] = frozenset({
+    # reads
+    "case_read", "inbox_read", "feed_read", "dead_letter_read",
+    # writes by parties
+    "referral_received", "reply_applied", "answer_applied", "rerouted_by_operator",
+    "dead_letter_replayed",
+    # writes by the service
+    "delivered", "delivery_failed", "update_pushed", "escalated", "purged",
+})
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,35 @@ class Actor:
 def system_actor(component: str, request_id: str | None = None) -> Actor:
     """The service itself (delivery workers, SLA clock, file adapter, retention)."""
     return Actor(f"system:{component}", "system", request_id)
+
+
+def cli_actor() -> Actor:
+    """An operator at the command line, named by the OS account (the CLI has no token)."""
+    import getpass
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no name for this uid (a container): still an operator
+        user = "unknown"
+    return Actor(f"cli:{user}"[:64], "operator")
+
+
+def as_actor(actor: Actor | str, role: str) -> Actor:
+    """Callers inside the service name a party by its id; the role follows from what it does."""
+    return actor if isinstance(actor, Actor) else Actor(actor, role)
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The audit outcome of a refused request, from the domain error that refused it."""
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, Conflict):
+        return "conflict"
+    if isinstance(exc, InvalidInput):
+        return "invalid"
+    if isinstance(exc, Forbidden):
+        return "forbidden"
+    return "failed"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -20,8 +21,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.municipal.envelope import envelope
+from broker import audit
+from broker.audit import Actor, AuditEntry, as_actor, system_actor
 from broker.deadlines import compute_deadlines
-from broker.errors import Conflict, InvalidInput, NotFound
+from broker.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.ledger import CaseRow, Ledger, dumps, new_id, utcnow
 from broker.routing import ALAND_AREA, Classification
 from broker.settings import Settings
@@ -43,6 +46,8 @@ __all__ = ["AcceptResult", "CaseService", "ReplyResult", "body_hash", "enum_mask
 
 S = CaseState
 _INSERT_CASE = cases.insert()  # built once, executed with parameters (see broker.ledger)
+# The delivery workers act for the service; their audit records name the component.
+DELIVERY_ACTOR = system_actor("delivery")
 
 
 def enum_mask(members: Iterable[Enum]) -> int:
@@ -115,8 +120,30 @@ class CaseService:
 
     # --- intake from Kela -----------------------------------------------------------------------
 
-    async def accept_referral(self, sender: str, referral: Referral, sha: str, *,
+    @asynccontextmanager
+    async def _refusal_audited(self, actor: Actor, action: str, referral_id: str | None,
+                               ) -> AsyncIterator[None]:
+        """A refused request rolled its transaction back, audit record included: record the refusal
+        in a transaction of its own, so the trail shows attempts as well as effects."""
+        try:
+            yield
+        except HandoffError as exc:
+            await audit.append_alone(self.ledger, actor,
+                                     [AuditEntry(action, referral_id, audit.outcome_of(exc))], utcnow())
+            raise
+
+    async def accept_referral(self, sender: Actor | str, referral: Referral, sha: str, *,
                               now: dt.datetime | None = None) -> AcceptResult:
+        actor = as_actor(sender, "kela")
+        async with self._refusal_audited(actor, "referral_received", None):
+            result = await self._accept_referral(actor, referral, sha, now or utcnow())
+        if result.created:
+            self._on_outbox()
+        return result
+
+    async def _accept_referral(self, actor: Actor, referral: Referral, sha: str, now: dt.datetime,
+                               ) -> AcceptResult:
+        sender = actor.party_id
         area = self.classification.area_of(referral.client.municipality_code)
         if area is None:
             raise InvalidInput([{"loc": ["client", "municipality_code"],
@@ -126,24 +153,28 @@ class CaseService:
             async with self.ledger.transaction() as conn:
                 existing = await self.ledger.case_by_reference(conn, sender, referral.kela_reference)
                 if existing is not None:
-                    return await self._duplicate_referral(conn, existing, sha)
-                result = await self._insert_referral(conn, sender, referral, sha, area, now or utcnow())
+                    return await self._duplicate_referral(conn, actor, existing, sha, now)
+                result = await self._insert_referral(conn, sender, referral, sha, area, now)
+                await audit.append(conn, actor, [AuditEntry("referral_received", result.referral_id)],
+                                   now)
         except IntegrityError:
-            async with self.ledger.engine.connect() as conn:
+            async with self.ledger.transaction() as conn:
                 existing = await self.ledger.case_by_reference(conn, sender, referral.kela_reference)
                 if existing is None:
                     raise
-                return await self._duplicate_referral(conn, existing, sha)
-        self._on_outbox()
+                return await self._duplicate_referral(conn, actor, existing, sha, now)
         return result
 
-    async def _duplicate_referral(self, conn: AsyncConnection, case: CaseRow, sha: str) -> AcceptResult:
+    async def _duplicate_referral(self, conn: AsyncConnection, actor: Actor, case: CaseRow, sha: str,
+                                  now: dt.datetime) -> AcceptResult:
         if case.body_sha256 != sha:
             raise Conflict("kela_reference was already used for a different referral")
         first = (await conn.execute(
             sa.select(events.c.data).where(events.c.referral_id == case.referral_id,
                                            events.c.type == "received").limit(1))).scalar_one()
         result = json.loads(first)["result"]
+        await audit.append(conn, actor, [AuditEntry("referral_received", case.referral_id, "duplicate")],
+                           now)
         return AcceptResult(case.referral_id, result["state"], result["area"], created=False,
                             reason=result.get("reason"))
 
@@ -212,23 +243,26 @@ class CaseService:
 
     # --- replies from the intake ----------------------------------------------------------------
 
-    async def apply_reply(self, referral_id: str, data: Any, *, actor: str, area: str | None,
+    async def apply_reply(self, referral_id: str, data: Any, *, actor: Actor | str, area: str | None,
                           now: dt.datetime | None = None) -> ReplyResult:
         """Apply an intake's reply. 404 outside the caller's area; 422, then 409, as § 10 orders."""
+        who = as_actor(actor, "intake")
         sha = body_hash(data)
-        for attempt in (1, 2):
-            try:
-                result = await self._apply_reply_once(referral_id, data, sha, actor, area,
-                                                      now or utcnow())
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-                continue  # a concurrent duplicate won the unique constraint: re-read and compare
-            self._on_outbox()
-            return result
+        async with self._refusal_audited(who, "reply_applied", referral_id):
+            for attempt in (1, 2):
+                try:
+                    result = await self._apply_reply_once(referral_id, data, sha, who, area,
+                                                          now or utcnow())
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+                    continue  # a concurrent duplicate won the unique constraint: re-read and compare
+                if result.created:
+                    self._on_outbox()
+                return result
         raise AssertionError("unreachable")
 
-    async def _apply_reply_once(self, referral_id: str, data: Any, sha: str, actor: str,
+    async def _apply_reply_once(self, referral_id: str, data: Any, sha: str, actor: Actor,
                                 area: str | None, now: dt.datetime) -> ReplyResult:
         obs = Observations()
         async with self.ledger.transaction() as conn:
@@ -242,7 +276,10 @@ class CaseService:
             dedupe_key = f"reply:{reply.reply_id}"
             previous = await self._previous(conn, referral_id, dedupe_key)
             if previous is not None:
-                return self._replayed(previous, sha, "reply_id")
+                replayed = self._replayed(previous, sha, "reply_id")
+                await audit.append(conn, actor, [AuditEntry("reply_applied", referral_id, "duplicate")],
+                                   now)
+                return replayed
             state = CaseState(case.state)
             target = reply_target(state, reply.status)
             if target is None:
@@ -268,8 +305,8 @@ class CaseService:
             result = {"referral_id": referral_id, "reply_id": reply.reply_id, "state": final_state,
                       "area": values.get("area", case.area)}
             event_id = await self.ledger.add_event(
-                conn, referral_id=referral_id, type_="reply", at=now, area=case.area, actor=actor,
-                dedupe_key=dedupe_key, body_sha256=sha,
+                conn, referral_id=referral_id, type_="reply", at=now, area=case.area,
+                actor=actor.party_id, dedupe_key=dedupe_key, body_sha256=sha,
                 data={"reply": reply_data, "result": result})
             if not await self.ledger.set_case(conn, case.pk, case.state, **values):
                 raise IntegrityError("case changed concurrently", None, Exception())
@@ -280,6 +317,7 @@ class CaseService:
                 await self.update_kela(conn, event_id=new_id(), referral_id=referral_id,
                                        kela_reference=case.kela_reference, type_=kind, at=now,
                                        data=payload)
+            await audit.append(conn, actor, [AuditEntry("reply_applied", referral_id)], now)
         obs.area = case.area
         self._observed("reply", obs)
         return ReplyResult(created=True, body=result)
@@ -371,17 +409,20 @@ class CaseService:
 
     # --- Kela's answers to information requests --------------------------------------------------
 
-    async def apply_answer(self, referral_id: str, answer: Answer, sha: str, *, actor: str,
+    async def apply_answer(self, referral_id: str, answer: Answer, sha: str, *, actor: Actor | str,
                            now: dt.datetime | None = None) -> ReplyResult:
         now = now or utcnow()
-        try:
-            result = await self._apply_answer_once(referral_id, answer, sha, actor, now)
-        except IntegrityError:
-            result = await self._apply_answer_once(referral_id, answer, sha, actor, now)
-        self._on_outbox()
+        who = as_actor(actor, "kela")
+        async with self._refusal_audited(who, "answer_applied", referral_id):
+            try:
+                result = await self._apply_answer_once(referral_id, answer, sha, who, now)
+            except IntegrityError:
+                result = await self._apply_answer_once(referral_id, answer, sha, who, now)
+        if result.created:
+            self._on_outbox()
         return result
 
-    async def _apply_answer_once(self, referral_id: str, answer: Answer, sha: str, actor: str,
+    async def _apply_answer_once(self, referral_id: str, answer: Answer, sha: str, actor: Actor,
                                  now: dt.datetime) -> ReplyResult:
         async with self.ledger.transaction() as conn:
             case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
@@ -390,15 +431,19 @@ class CaseService:
             dedupe_key = f"answer:{answer.answer_id}"
             previous = await self._previous(conn, referral_id, dedupe_key)
             if previous is not None:
-                return self._replayed(previous, sha, "answer_id")
+                replayed = self._replayed(previous, sha, "answer_id")
+                await audit.append(conn, actor, [AuditEntry("answer_applied", referral_id, "duplicate")],
+                                   now)
+                return replayed
             if case.state != S.INFO_REQUESTED:
                 raise Conflict(f"an answer fits only a case in state info_requested, not {case.state}")
             result = {"referral_id": referral_id, "answer_id": answer.answer_id,
                       "state": S.IN_PROGRESS.value, "area": case.area}
             answer_data = answer.model_dump(mode="json")
             event_id = await self.ledger.add_event(
-                conn, referral_id=referral_id, type_="answer", at=now, area=case.area, actor=actor,
-                dedupe_key=dedupe_key, body_sha256=sha, data={"answer": answer_data, "result": result})
+                conn, referral_id=referral_id, type_="answer", at=now, area=case.area,
+                actor=actor.party_id, dedupe_key=dedupe_key, body_sha256=sha,
+                data={"answer": answer_data, "result": result})
             if not await self.ledger.set_case(conn, case.pk, case.state, state=S.IN_PROGRESS.value,
                                               state_changed_at=now):
                 raise IntegrityError("case changed concurrently", None, Exception())
@@ -409,13 +454,21 @@ class CaseService:
                                          exchange=REFERRALS_EXCHANGE,
                                          routing_key=referral_routing_key(case.area, "answer"),
                                          envelope=env, at=now)
+            await audit.append(conn, actor, [AuditEntry("answer_applied", referral_id)], now)
         return ReplyResult(created=True, body=result)
 
     # --- operators ------------------------------------------------------------------------------
 
-    async def admin_route(self, referral_id: str, area: str, *, actor: str,
+    async def admin_route(self, referral_id: str, area: str, *, actor: Actor | str,
                           now: dt.datetime | None = None) -> dict[str, Any]:
-        now = now or utcnow()
+        who = as_actor(actor, "admin")
+        async with self._refusal_audited(who, "rerouted_by_operator", referral_id):
+            result = await self._admin_route(referral_id, area, who, now or utcnow())
+        self._on_outbox()
+        return result
+
+    async def _admin_route(self, referral_id: str, area: str, actor: Actor, now: dt.datetime,
+                           ) -> dict[str, Any]:
         if area not in self.classification.areas:
             raise InvalidInput([{"loc": ["area"], "msg": "unknown area code", "type": "unknown_area"}])
         state, reason = self.route_decision(area)
@@ -436,13 +489,13 @@ class CaseService:
                                        areas_tried=",".join([*tried, area] if area not in tried
                                                             else tried))
             event_id = await self.ledger.add_event(
-                conn, referral_id=referral_id, type_="rerouted", at=now, area=area, actor=actor,
-                data={"from_area": case.area, "to_area": area, "by": "operator"})
+                conn, referral_id=referral_id, type_="rerouted", at=now, area=area,
+                actor=actor.party_id, data={"from_area": case.area, "to_area": area, "by": "operator"})
             await self._route_to(conn, referral_id, case.kind, area, now)
             await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
                                    kela_reference=case.kela_reference, type_="rerouted", at=now,
                                    data={"area": area, "from_area": case.area, "to_area": area})
-        self._on_outbox()
+            await audit.append(conn, actor, [AuditEntry("rerouted_by_operator", referral_id)], now)
         return {"referral_id": referral_id, "state": state, "area": area}
 
     # --- delivery outcomes (called by the workers) ----------------------------------------------
@@ -457,6 +510,7 @@ class CaseService:
             if not await self.ledger.mark_processed(conn, consumer, event_id, now):
                 return False
             await self.ledger.outbox_done(conn, event_id, now)
+            await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)
             case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
             if case is None or case.area != area:
                 return True  # re-routed meanwhile: this delivery is history, not the current one
@@ -471,22 +525,51 @@ class CaseService:
         self._observed("delivered", obs)
         return True
 
-    async def mark_update_pushed(self, *, consumer: str, event_id: str) -> bool:
+    async def mark_update_pushed(self, *, consumer: str, event_id: str,
+                                 pushed_referral_id: str | None = None) -> bool:
+        """Kela's copy of an update is settled; `pushed_referral_id` when it really left the service
+        (a push to Kela's webhook), which is a disclosure of case data and so audited."""
         now = utcnow()
         async with self.ledger.transaction() as conn:
             if not await self.ledger.mark_processed(conn, consumer, event_id, now):
                 return False
             await self.ledger.outbox_done(conn, event_id, now)
+            if pushed_referral_id is not None:
+                await audit.append(conn, DELIVERY_ACTOR,
+                                   [AuditEntry("update_pushed", pushed_referral_id)], now)
         return True
 
-    async def record_fetch(self, referral_ids: list[str], *, area: str, actor: str) -> None:
+    async def record_fetch(self, referral_ids: list[str], *, area: str, actor: Actor | str) -> None:
+        """The intake read these cases from its inbox: a `fetched` event each, and the audit record,
+        committed before the page is returned."""
         if not referral_ids:
             return
+        who = as_actor(actor, "intake")
         now = utcnow()
         async with self.ledger.transaction() as conn:
             for rid in referral_ids:
                 await self.ledger.add_event(conn, referral_id=rid, type_="fetched", at=now, area=area,
-                                            actor=actor)
+                                            actor=who.party_id)
+            await audit.append(conn, who, [AuditEntry("inbox_read", rid) for rid in referral_ids], now)
+
+    async def record_reads(self, actor: Actor, action: str, referral_ids: Sequence[str | None],
+                           ) -> None:
+        """Audit a read that changes nothing else (a case page, Kela's feed, dead letters), committed
+        before the data is returned: if the record cannot be written, the reader gets a 500, not
+        the data."""
+        if referral_ids:
+            await audit.append_alone(self.ledger, actor,
+                                     [AuditEntry(action, rid) for rid in referral_ids], utcnow())
+
+    async def read_case(self, referral_id: str, actor: Actor, *, area: str | None,
+                        ) -> tuple[CaseRow, list[dict[str, Any]]] | None:
+        """A case with its history for `actor`; None (and a `not_found` record) when it does not
+        exist or, for an intake (`area` given), belongs to another area."""
+        found = await self.ledger.read_case(referral_id)
+        visible = found is not None and (area is None or found[0].area == area)
+        await audit.append_alone(self.ledger, actor, [
+            AuditEntry("case_read", referral_id[:36], "ok" if visible else "not_found")], utcnow())
+        return found if visible else None
 
     async def delivery_failed(self, *, consumer: str, event_id: str, referral_id: str | None,
                               area: str | None, queue: str, exchange: str, routing_key: str,
@@ -519,10 +602,19 @@ class CaseService:
                                            kela_reference=case.kela_reference,
                                            type_="delivery_failed", at=now,
                                            data={"area": area, "reason": reason[:200]})
+            await audit.append(conn, DELIVERY_ACTOR,
+                               [AuditEntry("delivery_failed", referral_id, "failed")], now)
         return True
 
-    async def replay_dead_letter(self, dead_letter_id: int, *, actor: str) -> dict[str, Any]:
-        now = utcnow()
+    async def replay_dead_letter(self, dead_letter_id: int, *, actor: Actor | str) -> dict[str, Any]:
+        who = as_actor(actor, "admin")
+        async with self._refusal_audited(who, "dead_letter_replayed", None):
+            result = await self._replay_dead_letter(dead_letter_id, who, utcnow())
+        self._on_outbox()
+        return result
+
+    async def _replay_dead_letter(self, dead_letter_id: int, actor: Actor, now: dt.datetime,
+                                  ) -> dict[str, Any]:
         async with self.ledger.transaction() as conn:
             dl = (await conn.execute(sa.select(dead_letters).where(
                 dead_letters.c.id == dead_letter_id))).mappings().first()
@@ -553,9 +645,9 @@ class CaseService:
                                                    state_changed_at=now)
                         state = S.ROUTED.value
                     await self.ledger.add_event(conn, referral_id=case.referral_id, type_="replayed",
-                                                at=now, area=dl["area"], actor=actor,
+                                                at=now, area=dl["area"], actor=actor.party_id,
                                                 data={"dead_letter_id": dead_letter_id})
-        self._on_outbox()
+            await audit.append(conn, actor, [AuditEntry("dead_letter_replayed", dl["referral_id"])], now)
         return {"id": dead_letter_id, "event_id": dl["event_id"], "referral_id": dl["referral_id"],
                 "state": state, "replayed_at": now.isoformat()}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,11 +21,14 @@ routes_app = typer.Typer(help="Routes per area.", no_args_is_help=True)
 schema_app = typer.Typer(help="The common schema.", no_args_is_help=True)
 dead_app = typer.Typer(help="Dead letters.", no_args_is_help=True)
 rabbit_app = typer.Typer(help="RabbitMQ topology.", no_args_is_help=True)
+audit_app = typer.Typer(help="The tamper-evident audit trail of case reads and writes.",
+                        no_args_is_help=True)
 app.add_typer(token_app, name="token")
 app.add_typer(routes_app, name="routes")
 app.add_typer(schema_app, name="schema")
 app.add_typer(dead_app, name="dead-letters")
 app.add_typer(rabbit_app, name="rabbitmq")
+app.add_typer(audit_app, name="audit")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="TOML config (or HANDOFF_CONFIG).",
                                                 exists=True, dir_okay=False)]
@@ -150,8 +154,14 @@ def dead_letters_list(config: ConfigOpt = None,
                       limit: Annotated[int, typer.Option(min=1, max=500)] = 100) -> None:
     """List dead letters not yet replayed: case, reason, attempts."""
 
+    from broker.audit import AuditEntry, append_alone, cli_actor
+    from broker.ledger import utcnow
+
     async def job(_settings: Settings, ledger: Any) -> None:
-        for r in await ledger.list_dead_letters(0, limit):
+        rows = await ledger.list_dead_letters(0, limit)
+        await append_alone(ledger, cli_actor(),
+                           [AuditEntry("dead_letter_read", r["referral_id"]) for r in rows], utcnow())
+        for r in rows:
             typer.echo(json.dumps({"id": r["id"], "referral_id": r["referral_id"], "area": r["area"],
                                    "reason": r["reason"], "attempts": r["attempts"],
                                    "created_at": r["created_at"].isoformat()}))
@@ -162,6 +172,7 @@ def dead_letters_list(config: ConfigOpt = None,
 @dead_app.command("replay")
 def dead_letters_replay(dead_letter_id: int, config: ConfigOpt = None) -> None:
     """Put a dead letter back on the normal path once (a running service delivers it)."""
+    from broker.audit import cli_actor
     from broker.cases import CaseService
     from broker.errors import HandoffError
     from broker.routing import Classification
@@ -169,12 +180,68 @@ def dead_letters_replay(dead_letter_id: int, config: ConfigOpt = None) -> None:
     async def job(settings: Settings, ledger: Any) -> None:
         cases = CaseService(ledger, settings, Classification.load())
         try:
-            typer.echo(json.dumps(await cases.replay_dead_letter(dead_letter_id, actor="cli")))
+            typer.echo(json.dumps(await cases.replay_dead_letter(dead_letter_id, actor=cli_actor())))
         except HandoffError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(1) from None
 
     _run_ledger(config, job)
+
+
+@audit_app.command("verify")
+def audit_verify(config: ConfigOpt = None) -> None:
+    """Walk every hash chain; exit 1 and name the first broken link if a record was changed,
+    removed or inserted. Prints each chain's head (record count and hash) to keep outside the
+    database, so that a truncation can be shown too."""
+    from broker.audit import verify
+
+    async def job(_settings: Settings, ledger: Any) -> Any:
+        return await verify(ledger.engine)
+
+    report = _run_ledger(config, job)
+    for chain, (n, head) in sorted(report.heads.items()):
+        typer.echo(f"chain {chain}: {n} records, head {head}")
+    if report.broken is not None:
+        typer.echo(f"BROKEN: {report.broken.describe()}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"ok: {report.records} records verified")
+
+
+@audit_app.command("export")
+def audit_export(
+    start: Annotated[str, typer.Option("--from", help="First day, YYYY-MM-DD (UTC), inclusive.")],
+    end: Annotated[str, typer.Option("--to", help="Last day, YYYY-MM-DD (UTC), inclusive.")],
+    referral_id: Annotated[str | None, typer.Option(help="Only this case's records.")] = None,
+    party: Annotated[str | None, typer.Option(help="Only this party's records.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File (default stdout).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Audit records as JSON lines, for a controller answering an access request (GDPR art. 15)."""
+    import datetime as dt
+    import sys
+
+    from broker.audit import export
+
+    try:
+        first = dt.datetime.combine(dt.date.fromisoformat(start), dt.time(), dt.UTC)
+        last = dt.datetime.combine(dt.date.fromisoformat(end), dt.time(), dt.UTC)
+    except ValueError:
+        raise typer.BadParameter("dates are YYYY-MM-DD", param_hint="--from/--to") from None
+    if last < first:
+        raise typer.BadParameter("--to is before --from", param_hint="--to")
+
+    async def job(_settings: Settings, ledger: Any) -> int:
+        count = 0
+        with (output.open("w", encoding="utf-8") if output else contextlib.nullcontext(sys.stdout)) as out:
+            async for line in export(ledger.engine, first, last + dt.timedelta(days=1),
+                                     referral_id=referral_id, party_id=party):
+                out.write(line + "\n")
+                count += 1
+        return count
+
+    count = _run_ledger(config, job)
+    if output:
+        typer.echo(f"{count} records written to {output}")
 
 
 @app.command()

@@ -30,12 +30,13 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sqlalchemy as sa
-import structlog
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.audit import Actor
 from broker.auth import PRINCIPAL, Principal
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from broker.http_errors import REQUEST_ID
 from broker.ledger import Ledger, utcnow
 from broker.routing import Classification
 from broker.services import SERVICES, Services
@@ -58,7 +59,6 @@ __all__ = [
     "setup_dashboard",
 ]
 
-audit = structlog.get_logger("broker.audit")
 
 SESSION_COOKIE = "handoff_dashboard"
 LOGIN_COOKIE = "handoff_dashboard_login"
@@ -517,6 +517,10 @@ class Viewer:
     party_id: str
     binding: str  # what the CSRF token is bound to: the session id, or the bearer party
     session: Session | None = None
+
+
+def _actor(request: web.Request, viewer: Viewer) -> Actor:
+    return Actor(viewer.party_id, "admin", request.get(REQUEST_ID))
 
 
 class _Respond(Exception):
@@ -1155,6 +1159,10 @@ async def case_lookup(request: web.Request) -> web.Response:
     if hetu_like:
         return page(f'<section class="message"><p>{_e(t["hetu_refused"])}</p></section>', 400)
     found = await find_cases(svc.ledger, svc.settings, q) if q else []
+    # DESIGN § 1: every read of case data is audited, as GET /v1/referrals/{id} does; the record
+    # commits before the page is sent.
+    await svc.cases.record_reads(_actor(request, viewer), "case_read",
+                                 [c["referral_id"] for c in found])
     if not found:
         return page(f'<section class="message"><p>{_e(t["not_found"])}</p></section>', 404)
     if len(found) > 1:
@@ -1162,9 +1170,6 @@ async def case_lookup(request: web.Request) -> web.Response:
                         f'{_time(c["received_at"])}</li>' for c in found)
         return page(f'<section><p>{_e(t["matches"])}</p><ul>{items}</ul></section>')
     case = found[0]
-    # DESIGN § 1: every read of case data is audited, as GET /v1/referrals/{id} does.
-    audit.info("case_read", referral_id=case["referral_id"], party=viewer.party_id, role="admin",
-               via="dashboard")
     timeline = await case_timeline(svc.ledger, case["referral_id"])
     return page(_render_case(case, timeline, utcnow(), lang, svc.classification))
 
@@ -1178,7 +1183,7 @@ async def replay(request: web.Request) -> web.Response:
     outcome = "missing"
     if raw.isdigit():
         try:
-            await _services(request).cases.replay_dead_letter(int(raw), actor=viewer.party_id)
+            await _services(request).cases.replay_dead_letter(int(raw), actor=_actor(request, viewer))
             outcome = "replayed"
         except NotFound:
             outcome = "missing"

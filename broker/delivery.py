@@ -200,7 +200,8 @@ class KelaUpdatesWorker(_Worker):
                 return Ack()
             outcome = await self.webhook.post(route, env)
             if outcome.ok:
-                await self.cases.mark_update_pushed(consumer=self.consumer, event_id=msg.event_id)
+                await self.cases.mark_update_pushed(consumer=self.consumer, event_id=msg.event_id,
+                                                    pushed_referral_id=env.get("referral_id"))
                 log.info("update_pushed", type=env.get("type"))
             return await self._settle(msg, env, outcome, None)
 

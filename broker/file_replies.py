@@ -56,6 +56,7 @@ from typing import Any
 import structlog
 
 from adapters.municipal.replies_file import ReplyFileError, file_loc, parse_reply_file
+from broker.audit import Actor
 from broker.cases import CaseService
 from broker.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.filedrop import write_atomically
@@ -312,8 +313,8 @@ class FileReplyScanner:
         """Apply for the (first) area that has the case; (area, created)."""
         for i, area in enumerate(areas):
             try:
-                result = await self.cases.apply_reply(referral_id, data, actor=f"files-{area}",
-                                                      area=area)
+                result = await self.cases.apply_reply(referral_id, data,
+                                                      actor=Actor(f"files-{area}", "intake"), area=area)
             except NotFound:
                 if i + 1 < len(areas):
                     continue

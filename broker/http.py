@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
-from broker.audit import Actor
+from broker.audit import Actor, AuditEntry, append_alone
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
 from broker.cursors import MAX_POSITION, decode_cursor, encode_cursor
@@ -27,7 +27,7 @@ from broker.errors import (
     UnsupportedMediaType,
 )
 from broker.http_errors import REQUEST_ID
-from broker.ledger import CaseRow
+from broker.ledger import CaseRow, utcnow
 from broker.openapi import openapi_document
 from broker.services import SERVICES, Services
 from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
@@ -100,11 +100,12 @@ def _limit(request: web.Request, default: int = 100) -> int:
     return int(raw)
 
 
-def _visible_case(principal: Principal, case: CaseRow | None) -> CaseRow:
-    """An intake of another area gets the same 404 as for an id that does not exist."""
-    if case is None or (principal.role == "intake" and case.area != principal.area):
-        raise NotFound("no such referral")
-    return case
+async def _refuse_invalid(request: web.Request, principal: Principal, action: str,
+                          referral_id: str | None, exc: SchemaError) -> InvalidInput:
+    """A body refused before it reached the case logic still leaves its audit record."""
+    await append_alone(_svc(request).ledger, _actor(request, principal),
+                       [AuditEntry(action, referral_id, "invalid")], utcnow())
+    return InvalidInput(exc.errors)
 
 
 def case_summary(case: CaseRow) -> dict[str, Any]:
@@ -125,9 +126,10 @@ async def post_referral(request: web.Request) -> web.Response:
         referral = parse_referral(data)
     except SchemaError as exc:
         svc.metrics.validation_rejections.labels(channel="api").inc()
-        raise InvalidInput(exc.errors) from None
+        raise await _refuse_invalid(request, principal, "referral_received", None, exc) from None
     try:
-        result = await svc.cases.accept_referral(principal.party_id, referral, referral_hash(referral))
+        result = await svc.cases.accept_referral(_actor(request, principal), referral,
+                                                 referral_hash(referral))
     except InvalidInput:
         svc.metrics.validation_rejections.labels(channel="api").inc()
         raise
@@ -164,7 +166,7 @@ async def post_notices(request: web.Request) -> web.Response:
             results.append({**item, "status": 422, "errors": notice.errors})
             continue
         try:
-            accepted = await svc.cases.accept_referral(principal.party_id, notice.referral,
+            accepted = await svc.cases.accept_referral(_actor(request, principal), notice.referral,
                                                        referral_hash(notice.referral))
         except InvalidInput as exc:
             svc.metrics.validation_rejections.labels(channel="xml").inc()
@@ -195,18 +197,21 @@ async def post_answer(request: web.Request) -> web.Response:
     try:
         answer = parse_answer(data)
     except SchemaError as exc:
-        raise InvalidInput(exc.errors) from None
+        raise await _refuse_invalid(request, principal, "answer_applied", referral_id[:36], exc
+                                    ) from None
     result = await svc.cases.apply_answer(referral_id, answer, body_hash(data),
-                                          actor=principal.party_id)
+                                          actor=_actor(request, principal))
     return _json(result.body, 202 if result.created else 200)
 
 
 @routes.get("/v1/updates", name="get_updates")
 async def get_updates(request: web.Request) -> web.Response:
     svc = _svc(request)
-    await _principal(request, "kela")
+    principal = await _principal(request, "kela")
     after = decode_cursor("u", request.query.get("after"))
     rows = await svc.ledger.feed(after, _limit(request))
+    await svc.cases.record_reads(_actor(request, principal), "feed_read",
+                                 [r["referral_id"] for r in rows])
     items = [dump_update(r) for r in rows]
     for item in items:
         item["cursor"] = encode_cursor("u", int(item["cursor"]))
@@ -221,11 +226,12 @@ async def get_updates(request: web.Request) -> web.Response:
 async def get_referral(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = await _principal(request, "kela", "intake", "admin")
-    found = await svc.ledger.read_case(request.match_info["referral_id"])
-    case = _visible_case(principal, found[0] if found else None)
-    assert found is not None
-    # DESIGN § 1: every read of case data is audited (the hash-chained audit table is issue 8).
-    log.info("case_read", referral_id=case.referral_id, party=principal.party_id, role=principal.role)
+    # An intake of another area gets the same 404 as for an id that does not exist.
+    found = await svc.cases.read_case(request.match_info["referral_id"], _actor(request, principal),
+                                      area=principal.area if principal.role == "intake" else None)
+    if found is None:
+        raise NotFound("no such referral")
+    case = found[0]
     deadlines = [
         {"name": d.name, "due_at": d.due_at.isoformat()}
         for d in compute_deadlines(case.received_at, case.kind, case.urgency, svc.settings.sla)
@@ -254,7 +260,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     rows = await svc.ledger.inbox(principal.area, states, after, limit + 1)
     page, more = rows[:limit], len(rows) > limit
     await svc.cases.record_fetch([c.referral_id for c in page], area=principal.area,
-                                 actor=principal.party_id)
+                                 actor=_actor(request, principal))
     items = [{**case_summary(c), "referral": c.referral()} for c in page]
     return _json({"items": items, "next": encode_cursor("i", page[-1].pk) if more else None})
 
@@ -265,7 +271,7 @@ async def post_reply(request: web.Request) -> web.Response:
     principal = await _principal(request, "intake")
     data = await read_json(request)
     result = await svc.cases.apply_reply(request.match_info["referral_id"], data,
-                                         actor=principal.party_id, area=principal.area)
+                                         actor=_actor(request, principal), area=principal.area)
     return _json(result.body, 202 if result.created else 200)
 
 
@@ -275,11 +281,13 @@ async def post_reply(request: web.Request) -> web.Response:
 @routes.get("/v1/admin/dead-letters", name="get_dead_letters")
 async def get_dead_letters(request: web.Request) -> web.Response:
     svc = _svc(request)
-    await _principal(request, "admin")
+    principal = await _principal(request, "admin")
     limit = _limit(request)
     after = decode_cursor("d", request.query.get("after"))
     rows = await svc.ledger.list_dead_letters(after, limit + 1)
     page, more = rows[:limit], len(rows) > limit
+    await svc.cases.record_reads(_actor(request, principal), "dead_letter_read",
+                                 [r["referral_id"] for r in page])
     items = [{"id": r["id"], "event_id": r["event_id"], "referral_id": r["referral_id"],
               "area": r["area"], "queue": r["queue"], "reason": r["reason"],
               "attempts": r["attempts"], "created_at": r["created_at"].isoformat()} for r in page]
@@ -293,7 +301,7 @@ async def replay_dead_letter(request: web.Request) -> web.Response:
     raw = request.match_info["dl_id"]
     if not raw.isdigit() or int(raw) > MAX_POSITION:
         raise NotFound("no such dead letter")
-    return _json(await svc.cases.replay_dead_letter(int(raw), actor=principal.party_id), 202)
+    return _json(await svc.cases.replay_dead_letter(int(raw), actor=_actor(request, principal)), 202)
 
 
 @routes.post("/v1/admin/referrals/{referral_id}/route", name="admin_route")
@@ -308,7 +316,7 @@ async def admin_route(request: web.Request) -> web.Response:
         raise InvalidInput([{"loc": [extra[0]], "msg": "Extra inputs are not permitted",
                              "type": "extra_forbidden"}])
     result = await svc.cases.admin_route(request.match_info["referral_id"], data["area"],
-                                         actor=principal.party_id)
+                                         actor=_actor(request, principal))
     return _json(result, 202)
 
 

@@ -17,6 +17,8 @@ import structlog
 from sqlalchemy.exc import IntegrityError
 
 from adapters.municipal.envelope import envelope
+from broker import audit
+from broker.audit import AuditEntry, system_actor
 from broker.cases import CaseService
 from broker.ledger import Ledger, utcnow
 from broker.tables import OPEN_STATES, cases, waiting
@@ -33,6 +35,7 @@ DEADLINE_COLUMNS = {
     "decision": (cases.c.decision_due_at, cases.c.decided_at),
 }
 _OPEN = OPEN_STATES
+_CLOCK = system_actor("sla_clock")
 
 
 class SlaClock:
@@ -97,5 +100,6 @@ class SlaClock:
                                               exchange=REFERRALS_EXCHANGE,
                                               routing_key=referral_routing_key(case.area, "escalation"),
                                               envelope=env, at=now)
+            await audit.append(conn, _CLOCK, [AuditEntry("escalated", referral_id)], now)
         log.info("deadline_escalated", referral_id=referral_id, area=case.area, deadline=name)
         return 1

@@ -20,6 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.app import create_app
+from broker.audit import CHAINS
 from broker.auth import hash_token
 from broker.services import SERVICES, Services
 from broker.settings import Settings
@@ -81,7 +82,10 @@ async def _truncate_pg(url: str) -> None:
         if exists:
             await conn.execute("TRUNCATE cases, events, updates, outbox, processed, dead_letters, "
                                "audit, access_tokens RESTART IDENTITY")
-            await conn.execute("UPDATE audit_heads SET n = 0, hash = $1", "0" * 64)
+            # Every chain starts again from the genesis hash (a test may have removed heads).
+            await conn.execute("DELETE FROM audit_heads")
+            await conn.execute("INSERT INTO audit_heads (chain, n, hash) "
+                               "SELECT c, 0, $1 FROM generate_series(0, $2 - 1) AS c", "0" * 64, CHAINS)
     finally:
         await conn.close()
 
