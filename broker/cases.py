@@ -510,10 +510,11 @@ class CaseService:
             if not await self.ledger.mark_processed(conn, consumer, event_id, now):
                 return False
             await self.ledger.outbox_done(conn, event_id, now)
-            await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)
             case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
             if case is None or case.area != area:
-                return True  # re-routed meanwhile: this delivery is history, not the current one
+                # Re-routed meanwhile: this delivery is history, not the current one.
+                await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)
+                return True
             if event_type == "referral" and case.state == S.ROUTED:
                 await self.ledger.set_case(conn, case.pk, case.state, state=S.DELIVERED.value,
                                            delivered_at=now, state_changed_at=now)
@@ -522,6 +523,9 @@ class CaseService:
                                         type_="delivered" if event_type == "referral"
                                         else f"{event_type}_delivered",
                                         at=now, area=area, data={"via": via, "message_id": event_id})
+            # Last, always: the chain's head is the last lock a transaction takes, so the case-row
+            # and feed locks taken before it cannot form a cycle with another transaction.
+            await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)
         self._observed("delivered", obs)
         return True
 
