@@ -310,7 +310,9 @@ def bench(
                         ] = 15.0,
     concurrency: Annotated[int, typer.Option(min=1, help="HTTP clients at saturation.")] = 32,
     soak: Annotated[float, typer.Option(min=0, help="Minutes of fixed-rate soak (0 = off).")] = 0.0,
-    processes: Annotated[int, typer.Option(min=1, help="Service processes sharing the load.")] = 1,
+    processes: Annotated[str, typer.Option(
+        help="Service processes sharing the load; a list such as 1,2 runs the bench once per count "
+             "and reports how throughput grows.")] = "1",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Measure the RabbitMQ ceiling and the end-to-end referral path in one run (issue 5).
@@ -322,21 +324,37 @@ def bench(
     if ctx.invoked_subcommand is not None:
         return
 
-    from broker.bench import BenchError, BenchOptions, render_report, run_bench
+    from broker.bench import (
+        BenchError,
+        BenchOptions,
+        parse_process_counts,
+        render_report,
+        render_scaling,
+        run_bench,
+        run_scaling,
+    )
     from broker.logs import configure_logging
 
     configure_logging("warning", "console")
+
+    def started(pids: list[int]) -> None:
+        typer.echo(f"service pid(s): {' '.join(map(str, pids))}", err=True)
+
     try:
+        counts = parse_process_counts(processes)
         options = BenchOptions(store_url=store_url, amqp_url=amqp_url, count=count, rate=rate,
                                duration_s=duration, concurrency=concurrency, soak_minutes=soak,
-                               processes=processes)
-        result = asyncio.run(run_bench(
-            options, show_progress=sys.stderr.isatty(),
-            on_started=lambda pids: typer.echo(f"service pid(s): {' '.join(map(str, pids))}", err=True)))
+                               processes=counts[0])
+        if len(counts) == 1:
+            result = asyncio.run(run_bench(options, show_progress=sys.stderr.isatty(), on_started=started))
+            typer.echo(json.dumps(result.as_json()) if as_json else render_report(result))
+            return
+        scaling = asyncio.run(run_scaling(options, counts, show_progress=sys.stderr.isatty(),
+                                          on_started=started))
     except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(json.dumps(result.as_json()) if as_json else render_report(result))
+    typer.echo(json.dumps(scaling.as_json()) if as_json else render_scaling(scaling))
 
 
 StoreOpt = Annotated[str, typer.Option(help="Ledger to seed and measure (a dedicated database!).")]

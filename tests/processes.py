@@ -1,27 +1,33 @@
-"""Running `handoff run` as a real subprocess for durability and fault tests."""
+"""Running `handoff run` as real subprocesses for durability, fault and scale-out tests, and
+observing them from outside: their /metrics, the ledger's tables, the RabbitMQ vhost's queues."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
+import asyncpg
+import pytest
 
 from broker.auth import hash_token
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN
-from tests.receiver import SECRET
+from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, missing_service
+from tests.receiver import SECRET, Receiver
 
 SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
 # A resend after a crash must be the identical body, or it is (rightly) a 409.
 SENT_AT = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
+QUIET_TIMEOUT_S = 40.0
 
 
 def free_port() -> int:
@@ -178,3 +184,206 @@ async def case_events(base: str, referral_id: str) -> dict[str, Any]:
             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
         body: dict[str, Any] = await r.json()
         return body
+
+
+# --- RabbitMQ, read-only here (the fault tests also use rabbitmqctl to break it) -----------------
+
+
+def rabbitmqctl_path() -> str:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    if not os.path.exists(ctl):
+        missing_service("rabbitmqctl (to inspect or fault RabbitMQ)")
+    return ctl
+
+
+def vhost_of(amqp_url: str) -> str:
+    vhost = unquote(urlsplit(amqp_url).path.lstrip("/"))
+    if not vhost or vhost == "/":
+        # The vhost fixture fell back to the default vhost: faults and queue checks would meet
+        # every other user of the broker.
+        if IN_CI:
+            pytest.fail("process tests need the throw-away vhost of `amqp_vhost_url`")
+        pytest.skip("no throw-away RabbitMQ vhost (rabbitmqctl add_vhost failed)")
+    return vhost
+
+
+async def rabbitmqctl(*args: str, timeout: float = 60) -> str:
+    """rabbitmqctl without blocking the loop, which also serves the webhook receiver."""
+    proc = await asyncio.create_subprocess_exec(
+        rabbitmqctl_path(), "-q", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:  # timed out, or the waiting test gave up: leave no rabbitmqctl behind
+        if proc.returncode is None:
+            proc.kill()
+            await asyncio.shield(proc.wait())
+        raise
+    if proc.returncode != 0:
+        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()[-500:]}")
+    return out.decode()
+
+
+async def queue_depths(vhost: str) -> dict[str, int]:
+    out = await rabbitmqctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
+    depths: dict[str, int] = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit():
+            depths[parts[0]] = int(parts[1])
+    return depths
+
+
+
+# --- waiting and observing ----------------------------------------------------------------------
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
+                 interval: float = 0.1) -> None:
+    async def poll() -> None:
+        while not await check():
+            await asyncio.sleep(interval)
+
+    try:
+        await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout} s waiting until {what}") from None
+
+
+
+async def metric_total(base: str, name: str, **labels: str) -> float:
+    """The sum of one counter's samples in the process's own /metrics, over the series whose labels
+    include `labels`: each process counts only what it did itself."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, \
+            http.get(f"{base}/metrics") as r:
+        assert r.status == 200, r.status
+        text = await r.text()
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") and all(w in line for w in wanted))
+
+
+async def delivered_count(base: str) -> float:
+    """The process's own count of successful deliveries (`handoff_deliveries_total`)."""
+    return await metric_total(base, "handoff_deliveries_total", outcome="delivered")
+
+
+async def dead_letters_api(base: str) -> list[dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(
+            f"{base}/v1/admin/dead-letters", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as r:
+        assert r.status == 200, await r.text()
+        body: dict[str, Any] = await r.json()
+        items: list[dict[str, Any]] = body["items"]
+        return items
+
+
+class LedgerAudit:
+    """Reads the ledger tables directly, as an auditor would."""
+
+    def __init__(self, store_url: str) -> None:
+        self.dsn = store_url.replace("postgresql+asyncpg://", "postgresql://")
+
+    async def fetch(self, sql: str) -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    async def delivered_events(self) -> dict[str, int]:
+        rows = await self.fetch(
+            "SELECT referral_id, count(*) AS n FROM events WHERE type = 'delivered' GROUP BY 1")
+        return {r["referral_id"]: int(r["n"]) for r in rows}
+
+    async def case_states(self) -> dict[str, str]:
+        return {r["referral_id"]: r["state"] for r in await self.fetch(
+            "SELECT referral_id, state FROM cases")}
+
+    async def unfinished_outbox(self) -> int:
+        rows = await self.fetch("SELECT count(*) AS n FROM outbox WHERE status <> 'done'")
+        return int(rows[0]["n"])
+
+    async def dead_letters(self) -> int:
+        return int((await self.fetch("SELECT count(*) AS n FROM dead_letters"))[0]["n"])
+
+
+async def wait_quiet(receiver: Receiver, ledger: LedgerAudit, vhost: str, referral_ids: set[str],
+                      timeout: float = QUIET_TIMEOUT_S) -> None:
+    """Until every accepted referral reached the webhook and is `delivered` in the ledger, the outbox
+    is finished and the vhost's queues (intake, retry, dead) are empty: no duplicate is in flight."""
+
+    async def at_receiver() -> bool:
+        return referral_ids <= set(receiver.referral_ids())
+
+    async def delivered_in_ledger() -> bool:
+        states = await ledger.case_states()
+        return all(states.get(rid) == "delivered" for rid in referral_ids)
+
+    async def settled() -> bool:
+        if await ledger.unfinished_outbox():
+            return False
+        return not any((await queue_depths(vhost)).values())
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    await until(at_receiver, timeout, "every accepted referral reached the webhook")
+    await until(delivered_in_ledger, max(1.0, deadline - loop.time()),
+                 "every accepted case is delivered in the ledger", interval=0.2)
+    await until(settled, max(1.0, deadline - loop.time()),
+                 "the outbox is finished and the queues are empty", interval=0.2)
+
+
+async def assert_delivered_once(receiver: Receiver, ledger: LedgerAudit, base: str,
+                                 accepted: dict[str, str]) -> None:
+    ids = set(accepted.values())
+    assert len(ids) == len(accepted)  # one referral id per kela_reference
+    at_hook = receiver.referral_ids()
+    assert set(at_hook) == ids  # all reached the webhook, nothing that was not accepted
+    assert receiver.bad_signatures == 0
+    delivered = await ledger.delivered_events()
+    twice = {rid: n for rid, n in delivered.items() if n != 1}
+    assert not twice, f"{len(twice)} cases delivered more than once: {list(twice.items())[:5]}"
+    assert set(delivered) == ids
+    states = await ledger.case_states()
+    assert set(states) == ids and set(states.values()) == {"delivered"}
+    for rid in sorted(ids)[:: max(1, len(ids) // 10)]:  # the API tells the same story
+        case = await case_events(base, rid)
+        assert case["state"] == "delivered"
+        assert [e["type"] for e in case["events"]].count("delivered") == 1
+    assert await ledger.dead_letters() == 0
+    assert await dead_letters_api(base) == []
+
+
+# --- starting and feeding processes -------------------------------------------------------------
+
+
+def service_process(tmp_path: Path, name: str, *, store_url: str, transport_url: str,
+             hook_url: str) -> ServiceProcess:
+    port = free_port()
+    config = write_config(tmp_path / f"{name}.toml", port=port, store_url=store_url,
+                          transport_url=transport_url, hook_url=hook_url)
+    return ServiceProcess(config, port, tmp_path / f"{name}.log")
+
+
+def municipality_of_ref(ref: str) -> str:
+    """From the reference alone: a resend is the identical body (else it is, rightly, a 409)."""
+    return "837" if int(ref.rsplit("-", 1)[1]) % 2 else "091"  # Tampere -> 08, Helsinki -> 90
+
+
+async def send(bases: list[str], refs: list[str], *, on_accepted: Callable[[int], None] | None = None,
+                all_accepted: bool = False) -> dict[str, str]:
+    """POSTs round-robin over `bases`; returns kela_reference -> referral_id of the 202/200s."""
+    rejected: dict[str, int | str] = {}
+    accepted = await send_referrals(bases, refs, on_accepted=on_accepted,
+                                    municipality_of=municipality_of_ref, rejected=rejected)
+    if all_accepted:
+        assert not rejected, f"{len(rejected)} not accepted: {sorted(rejected.items())[:5]}"
+    return accepted
+
+
+async def send_until_all_accepted(bases: list[str], refs: list[str],
+                                   accepted: dict[str, str]) -> dict[str, str]:
+    """Re-sends what got no 202/200 (a lost answer is a 200 with the same id on resend)."""
+    rest = [r for r in refs if r not in accepted]
+    merged = {**accepted, **await send(bases, rest, all_accepted=True)}
+    assert set(merged) == set(refs)
+    return merged
