@@ -3,8 +3,9 @@
 Without it a handler waits on the body for as long as the client keeps the connection open, and a
 few hundred stalled connections hold as many handlers (slowloris). The deadline runs from the moment
 the handler starts until the last byte of the body has arrived; after that the handler has all the
-time it needs. An idle connection is closed by aiohttp's keep-alive timeout
-(`[server] keepalive_timeout_s`, set where the site is started).
+time it needs. The 408 says `Connection: close`; aiohttp then discards what is left of the body for
+at most its lingering time (10 s) and closes. An idle connection is closed by aiohttp's keep-alive
+timeout (`[server] keepalive_timeout_s`, set where the site is started).
 """
 
 from __future__ import annotations
