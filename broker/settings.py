@@ -247,7 +247,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         # The laptop default: every mainland area's intake polls its inbox; Åland stays unroutable
         # until someone configures it, as DESIGN § 5 asks.
         data["routes"] = [{"area": a, "delivery": "pull"} for a in areas if a != "91"]
-    if not data.get("parties"):
+    if "parties" not in data:
+        # `parties = []` (or HANDOFF_PARTIES='[]') says so on purpose: ledger tokens only, no demo.
         data["parties"] = _demo_parties(areas)
         data["demo_parties"] = True
     routes = []

@@ -169,3 +169,13 @@ def test_cli_create_list_revoke(tmp_path: Path, store_url: str) -> None:
     assert printed.exit_code == 0, printed.output
     plain = printed.output.split("give it to the party): ", 1)[1].split()[0]
     assert f'token_sha256 = "{hash_token(plain)}"' in printed.output
+
+
+def test_an_explicitly_empty_party_list_means_ledger_tokens_only(tmp_path: Path) -> None:
+    from broker.settings import load_settings
+
+    config = tmp_path / "handoff.toml"
+    config.write_text('parties = []\n\n[store]\nurl = "sqlite+aiosqlite:///x.db"\n', "utf-8")
+    settings = load_settings(config, env={})
+    assert settings.parties == () and not settings.demo_parties
+    assert load_settings(None, env={}).demo_parties  # no parties at all: the laptop demo
