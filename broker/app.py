@@ -11,8 +11,11 @@ from broker.dashboard import setup_dashboard
 from broker.http import routes
 from broker.http_errors import error_middleware
 from broker.metrics import Metrics
+from broker.rate_limits import LIMITER, rate_limit_middleware
+from broker.security_headers import security_headers_middleware
 from broker.services import SERVICES, build_services
 from broker.settings import Settings
+from broker.slow_clients import body_deadline_middleware
 from broker.supervisor import Supervisor
 from broker.transport import Transport
 
@@ -27,7 +30,9 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
                metrics: Metrics | None = None, run_workers: bool = True) -> web.Application:
     # The handlers enforce the body limit themselves (exactly 1 MiB passes); aiohttp's own limit
     # sits just above it so that it never answers first with a different error shape.
-    app = web.Application(middlewares=[error_middleware],
+    # Outermost first: headers go on every answer, errors become JSON, then the guards that raise.
+    app = web.Application(middlewares=[security_headers_middleware, error_middleware,
+                                       rate_limit_middleware, body_deadline_middleware],
                           client_max_size=settings.server.max_body_bytes + 1024)
     app.add_routes(routes)
     setup_dashboard(app)
@@ -36,6 +41,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
         services = build_services(settings, transport=transport, metrics=metrics)
         supervisor = Supervisor(services)
         app[SERVICES] = services
+        app[LIMITER] = services.limiter
         app[SUPERVISOR] = supervisor
         if settings.demo_parties:
             log.warning("demo_parties_in_use", hint="configure [[parties]] before real use")

@@ -1,16 +1,28 @@
-"""Bearer tokens per party, stored as SHA-256 hashes (DESIGN § 7)."""
+"""Bearer tokens per party, stored as SHA-256 hashes (DESIGN § 7).
+
+Two sources: the config's `[[parties]]` (in memory, fixed for the life of the process) and the
+ledger's `access_tokens` (created, rotated and revoked at run time by `handoff token`). The ledger
+is asked on every request that the config does not answer, so a revoke or an expiry is a 401 at once
+in every process. An unknown, expired and revoked token all get the same 401.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from broker.errors import Forbidden, Unauthorized
 from broker.settings import Party
+
+if TYPE_CHECKING:
+    from broker.rate_limits import RateLimiter
+    from broker.tokens import TokenStore
 
 __all__ = ["PRINCIPAL", "Principal", "TokenBook", "hash_token", "new_token"]
 
@@ -21,6 +33,10 @@ def hash_token(token: str) -> str:
 
 def new_token() -> str:
     return "hnd_" + secrets.token_urlsafe(32)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -34,18 +50,31 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
 class TokenBook:
-    def __init__(self, parties: Iterable[Party]) -> None:
+    def __init__(self, parties: Iterable[Party], store: TokenStore | None = None, *,
+                 limiter: RateLimiter | None = None,
+                 clock: Callable[[], dt.datetime] = _utcnow) -> None:
         self._by_hash = {p.token_sha256: Principal(p.id, p.role, p.area) for p in parties}
+        self._store = store
+        self.limiter = limiter
+        self.clock = clock
 
     async def authenticate(self, authorization: str | None) -> Principal:
+        """The token's party; raises `Unauthorized`, or `TooManyRequests` over the party's rate."""
         if not authorization:
             raise Unauthorized("missing bearer token")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing bearer token")
-        principal = self._by_hash.get(hash_token(token.strip()))
+        digest = hash_token(token.strip())
+        principal = self._by_hash.get(digest)
+        if principal is None and self._store is not None:
+            info = await self._store.lookup(digest)
+            if info is not None and info.status(self.clock()) == "active":
+                principal = Principal(info.party_id, info.role, info.area)
         if principal is None:
             raise Unauthorized("invalid token")
+        if self.limiter is not None:
+            self.limiter.take(f"party:{principal.party_id}")
         return principal
 
     @staticmethod

@@ -593,6 +593,7 @@ secret_env = "{_SECRET_ENV}"
 host = "127.0.0.1"
 port = {port}
 shutdown_timeout_s = 10
+rate_limit_per_s = 0        # one token sends the whole saturation load: not what the limit is for
 
 [store]
 url = "{store_url}"

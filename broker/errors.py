@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from schemas.errors import ErrorItem
 
 __all__ = [
     "Conflict", "Forbidden", "HandoffError", "InvalidInput", "MalformedRequest", "NotFound",
-    "PayloadTooLarge", "Unauthorized", "UnsupportedMediaType",
+    "PayloadTooLarge", "RequestTimeout", "TooManyRequests", "Unauthorized", "UnsupportedMediaType",
 ]
 
 
 class HandoffError(Exception):
     status = 500
     code = "internal_error"
+    headers: Mapping[str, str] = MappingProxyType({})  # extra response headers
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -61,3 +65,18 @@ class PayloadTooLarge(HandoffError):
 class UnsupportedMediaType(HandoffError):
     status = 415
     code = "unsupported_media_type"
+
+
+class RequestTimeout(HandoffError):
+    status = 408
+    code = "request_timeout"
+
+
+class TooManyRequests(HandoffError):
+    status = 429
+    code = "too_many_requests"
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"rate limit exceeded; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+        self.headers = {"Retry-After": str(retry_after_s)}

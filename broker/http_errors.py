@@ -45,7 +45,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response = web.json_response({"errors": exc.errors}, status=422)
         except HandoffError as exc:
             response = web.json_response({"error": {"code": exc.code, "message": exc.message}},
-                                         status=exc.status)
+                                         status=exc.status, headers=exc.headers)
         except web.HTTPException as exc:
             response = web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},

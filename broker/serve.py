@@ -12,6 +12,7 @@ from aiohttp import web
 
 from broker.app import create_app
 from broker.settings import Settings
+from broker.tls import server_ssl_context
 
 __all__ = ["serve"]
 
@@ -22,11 +23,15 @@ async def serve(settings: Settings, *, until: Callable[[], Awaitable[None]] | No
     """Serve HTTP and run the workers; stop on a signal or when `until` returns."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           shutdown_timeout=settings.server.shutdown_timeout_s)
+                           shutdown_timeout=settings.server.shutdown_timeout_s,
+                           keepalive_timeout=settings.server.keepalive_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    ssl_context = server_ssl_context(settings.server)
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, ssl_context=ssl_context)
     await site.start()
-    log.info("http_listening", host=settings.server.host, port=settings.server.port)
+    log.info("http_listening", host=settings.server.host, port=settings.server.port,
+             tls=ssl_context is not None,
+             client_certificates=settings.server.tls_client_ca_file is not None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -16,10 +16,12 @@ from broker.delivery import DeadLetterRecorder, IntakeWorker, KelaUpdatesWorker,
 from broker.file_replies import FileReplyScanner
 from broker.ledger import Ledger
 from broker.metrics import Metrics
+from broker.rate_limits import RateLimiter
 from broker.relay import OutboxRelay
 from broker.routing import Classification
 from broker.settings import Settings
 from broker.sla_clock import SlaClock
+from broker.tokens import TokenStore
 from broker.transport import Transport
 
 __all__ = ["SERVICES", "Services", "build_services"]
@@ -33,6 +35,7 @@ class Services:
     transport: Transport
     metrics: Metrics
     tokens: TokenBook
+    limiter: RateLimiter
     cases: CaseService
     relay: OutboxRelay
     http_client: aiohttp.ClientSession
@@ -80,10 +83,12 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
         headers={"User-Agent": "kela-handoff/0.1"},
     )
     webhook = WebhookClient(http_client, settings.delivery)
+    limiter = RateLimiter(settings.server.rate_limit_per_s, settings.server.rate_limit_burst)
+    tokens = TokenBook(settings.parties, TokenStore(ledger), limiter=limiter)
     args = (settings, ledger, cases, webhook, metrics)
     return Services(
         settings=settings, classification=classification, ledger=ledger, transport=transport,
-        metrics=metrics, tokens=TokenBook(settings.parties), cases=cases, relay=relay,
+        metrics=metrics, tokens=tokens, limiter=limiter, cases=cases, relay=relay,
         http_client=http_client, intake_worker=IntakeWorker(*args), kela_worker=KelaUpdatesWorker(*args),
         dead_recorder=DeadLetterRecorder(*args),
         sla_clock=SlaClock(ledger, cases, interval_s=settings.sla.clock_interval_s),

@@ -37,6 +37,29 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=MIB, ge=1024)
     shutdown_timeout_s: float = 10.0
     public_base_url: str | None = None
+    # Token buckets per party (and per client address for requests without a valid token), kept in
+    # each process: N processes behind a balancer admit up to N times the rate. 0 turns them off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0)
+    rate_limit_burst: int = Field(default=100, ge=0)
+    # A client must deliver its whole request body within this time (slowloris guard): 408.
+    read_timeout_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=75.0, gt=0)
+    # TLS on the listener; with a client CA, every connection must present a certificate it signed.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("server.tls_cert_file and server.tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("server.tls_client_ca_file needs tls_cert_file and tls_key_file")
+        return self
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.rate_limit_per_s > 0 and self.rate_limit_burst > 0
 
 
 class StoreSettings(_Section):
@@ -224,7 +247,8 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         # The laptop default: every mainland area's intake polls its inbox; Åland stays unroutable
         # until someone configures it, as DESIGN § 5 asks.
         data["routes"] = [{"area": a, "delivery": "pull"} for a in areas if a != "91"]
-    if not data.get("parties"):
+    if "parties" not in data:
+        # `parties = []` (or HANDOFF_PARTIES='[]') says so on purpose: ledger tokens only, no demo.
         data["parties"] = _demo_parties(areas)
         data["demo_parties"] = True
     routes = []

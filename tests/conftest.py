@@ -174,7 +174,9 @@ def base_settings(store_url: str, transport_url: str = "embedded", *,
         "delivery": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "give_up_after_s": 30,
                      "timeout_s": 2, "file_scan_interval_s": 3600},
         "relay": {"poll_interval_s": 0.05},
-        "server": {"shutdown_timeout_s": 3},
+        # Tests send hundreds of requests a second with one token; tests/test_http_guards.py turns
+        # the limits on where it tests them.
+        "server": {"shutdown_timeout_s": 3, "rate_limit_per_s": 0},
         "parties": parties,
         "routes": routes if routes is not None else [{"area": a, "delivery": "pull"} for a in areas],
     }

@@ -43,6 +43,7 @@ def write_config(path: Path, *, port: int, store_url: str, transport_url: str, h
 host = "127.0.0.1"
 port = {port}
 shutdown_timeout_s = 3
+rate_limit_per_s = 0
 
 [store]
 url = "{store_url}"

@@ -1,0 +1,178 @@
+"""Guards in front of the handlers (issue 8): rate limits, the body deadline, safe headers.
+
+The rate-limit clock is the test's: buckets refill when the test moves time, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
+from tests.support import new_case
+
+LIMITED = {"server": {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def limited_client(make_client: Any, store_url: str) -> tuple[Any, Clock]:
+    client = await make_client(base_settings(store_url, **LIMITED))
+    clock = Clock()
+    services_of(client).limiter.clock = clock
+    return client, clock
+
+
+async def get_status(client: Any, path: str, headers: dict[str, str] | None = None) -> int:
+    r = await client.get(path, headers=headers or {})
+    await r.read()
+    return int(r.status)
+
+
+async def test_burst_then_429_with_retry_after_then_recovery(make_client, store_url) -> None:
+    client, clock = await limited_client(make_client, store_url)
+    for _ in range(3):
+        assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+    r = await client.get("/v1/updates", headers=auth(KELA_TOKEN))
+    assert r.status == 429
+    assert r.headers["Retry-After"] == "2"  # one token at 0.5/s, in whole seconds
+    body = await r.json()
+    assert body["error"]["code"] == "too_many_requests" and body["error"]["message"]
+
+    # Per party: another Kela token and the probes are not limited by this one.
+    assert await get_status(client, "/v1/updates", auth(KELA2_TOKEN)) == 200
+    for path in ("/healthz", "/readyz", "/metrics") * 3:
+        assert await get_status(client, path) == 200
+
+    clock.now += 1.9
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 429
+    clock.now += 0.1
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 429
+    clock.now += 60  # refills up to the burst, no further
+    for _ in range(3):
+        assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 429
+
+
+async def test_guessing_tokens_is_limited_per_address(make_client, store_url) -> None:
+    client, clock = await limited_client(make_client, store_url)
+    for i in range(3):
+        assert await get_status(client, "/v1/updates", auth(f"hnd_guess-{i}")) == 401
+    r = await client.get("/v1/updates", headers=auth("hnd_guess-4"))
+    assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
+    clock.now += 2
+    assert await get_status(client, "/v1/updates", auth("hnd_guess-5")) == 401
+
+
+async def test_requests_without_token_are_limited_per_address(make_client, store_url) -> None:
+    client, _clock = await limited_client(make_client, store_url)
+    for _ in range(3):
+        assert await get_status(client, "/v1/schema/referral.json") == 200
+    assert await get_status(client, "/v1/schema/referral.json") == 429
+
+
+async def test_zero_turns_the_limit_off(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url, server={"rate_limit_per_s": 0,
+                                                                "rate_limit_burst": 1}))
+    for _ in range(20):
+        assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+
+
+# --- slow clients ----------------------------------------------------------------------------------
+
+
+async def _raw_request(client: Any, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+HEAD = (b"POST /v1/referrals HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer " + KELA_TOKEN.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 200\r\n\r\n{\"kela")
+
+
+async def test_a_stalled_body_gets_408_and_connection_close(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url, server={"read_timeout_s": 0.3}))
+    started = time.monotonic()
+    reader, writer = await _raw_request(client, HEAD)
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+    finally:
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 408"), head
+    # aiohttp then reads what is left of the body for at most its lingering time (10 s) and
+    # closes; the client is told so.
+    assert b"\r\nConnection: close\r\n" in head, head
+    assert time.monotonic() - started < 4
+    # The service is fine for everyone else.
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+
+
+async def test_a_trickled_body_gets_408(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url, server={"read_timeout_s": 0.3}))
+    reader, writer = await _raw_request(client, HEAD)
+
+    async def trickle() -> None:
+        # The client's behaviour under test: one byte every 50 ms, never finishing in time.
+        with contextlib.suppress(ConnectionError):
+            for _ in range(150):
+                writer.write(b" ")
+                await writer.drain()
+                await asyncio.sleep(0.05)
+
+    trickler = asyncio.ensure_future(trickle())
+    try:
+        status_line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout=5)
+    finally:
+        trickler.cancel()
+        writer.close()
+    assert status_line.startswith(b"HTTP/1.1 408"), status_line
+
+
+async def test_a_body_that_arrives_in_time_is_not_cut_by_the_deadline(make_client, store_url) -> None:
+    # The deadline covers the body only: a request whose handler takes longer still completes.
+    client = await make_client(base_settings(store_url, server={"read_timeout_s": 0.3}))
+    await new_case(client, "K-GUARD-1")
+
+
+# --- safe headers ------------------------------------------------------------------------------------
+
+
+SAFE = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-store"}
+
+
+async def test_safe_headers_on_api_errors_and_dashboard(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "K-HEAD-1")
+    responses = [
+        await client.get(f"/v1/referrals/{rid}", headers=auth(ADMIN_TOKEN)),  # case data
+        await client.get("/v1/updates", headers=auth(KELA_TOKEN)),
+        await client.get("/v1/updates"),  # 401
+        await client.get("/no/such/path"),  # 404 from the router
+        await client.post("/v1/referrals", data=b"{}", headers={**auth(KELA_TOKEN),
+                                                                 "Content-Type": "text/plain"}),
+        await client.get("/dashboard", headers=auth(ADMIN_TOKEN)),
+        await client.get("/dashboard/login"),
+    ]
+    for r in responses:
+        for name, value in SAFE.items():
+            assert r.headers.getall(name, []) == [value], (r.url, r.status, name, r.headers.getall(name, []))
+    for r in responses[-2:]:
+        assert r.content_type == "text/html"
+        assert len(r.headers.getall("Content-Security-Policy")) == 1
+        csp = r.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and "script-src 'none'" in csp
+        assert r.headers.getall("X-Frame-Options") == ["DENY"]
+    assert responses[0].status == 200 and responses[2].status == 401 and responses[3].status == 404
