@@ -27,7 +27,7 @@ import asyncio
 import calendar
 import datetime as dt
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -234,7 +234,7 @@ def _minimal_json(raw: str) -> str:
 
 
 async def _rewrite(conn: AsyncConnection, stmt: sa.Update, query: sa.Select[Any],
-                   rewrite: Any) -> None:
+                   rewrite: Callable[[str], str]) -> None:
     params = []
     for key, raw in (await conn.execute(query)).all():
         new = rewrite(raw)
