@@ -386,6 +386,74 @@ def stats(
     _run_ledger(config, job)
 
 
+@app.command()
+def purge(
+    closed_before: Annotated[str | None, typer.Option(
+        "--closed-before", metavar="YYYY-MM-DD",
+        help="Purge cases closed before this day (Finnish time); default: today minus "
+             "[retention] months_after_close.")] = None,
+    apply: Annotated[bool, typer.Option("--apply", help="Purge; without it, only say what would be "
+                                                         "purged.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Allow a --closed-before later than the "
+                                                         "retention policy's cutoff.")] = False,
+    show_ids: Annotated[bool, typer.Option("--ids", help="Also list the referral ids.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Remove the personal data of closed cases past retention; statistics and audit stay.
+
+    A dry run by default. A day later than the policy's cutoff is refused without --force, so a
+    typo cannot purge last week's cases.
+    """
+    import datetime as dt
+
+    from broker import retention
+    from broker.audit import Actor
+    from broker.workdays import helsinki_date
+
+    settings = load_settings(config)
+    cutoff = retention.policy_cutoff(settings.retention.months_after_close)
+    if closed_before is None:
+        day = cutoff
+    else:
+        try:
+            day = dt.date.fromisoformat(closed_before)
+        except ValueError:
+            typer.echo("error: --closed-before must be a day, YYYY-MM-DD", err=True)
+            raise typer.Exit(2) from None
+        if day > cutoff and not force:
+            typer.echo(f"error: --closed-before {day} is later than the retention policy allows "
+                       f"({cutoff}: {settings.retention.months_after_close} months after closing); "
+                       "add --force if that is meant", err=True)
+            raise typer.Exit(2)
+
+    async def job(_settings: Settings, ledger: Any) -> None:
+        found = await retention.plan(ledger, day)
+        span = ""
+        if found.oldest_closed_at and found.newest_closed_at:
+            span = (f" (closed {helsinki_date(found.oldest_closed_at)} .. "
+                    f"{helsinki_date(found.newest_closed_at)})")
+        if show_ids:
+            for rid in found.referral_ids:
+                typer.echo(rid)
+        if not apply:
+            typer.echo(f"dry run: {found.count} cases closed before {day}{span} would be purged; "
+                       "--apply purges them")
+            return
+        done = await retention.purge(ledger, day, Actor(f"cli:{_os_user()}", "operator"))
+        typer.echo(f"purged {done} cases closed before {day}{span}")
+
+    _run_ledger(config, job)
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in a bare container: still audited, as unknown
+        return "unknown"
+
+
 @rabbit_app.command("definitions")
 def rabbitmq_definitions(
     config: ConfigOpt = None,

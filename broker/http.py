@@ -111,7 +111,9 @@ async def _refuse_invalid(request: web.Request, principal: Principal, action: st
 def case_summary(case: CaseRow) -> dict[str, Any]:
     return {"referral_id": case.referral_id, "kela_reference": case.kela_reference,
             "state": case.state, "area": case.area, "kind": case.kind, "urgency": case.urgency,
-            "received_at": case.received_at.isoformat()}
+            "received_at": case.received_at.isoformat(),
+            # A purged case (retention) has `referral: {}` and minimised events; this says why.
+            "purged_at": case.purged_at.isoformat() if case.purged_at else None}
 
 
 # --- Kela ------------------------------------------------------------------------------------

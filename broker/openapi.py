@@ -73,6 +73,9 @@ def _response_schemas() -> dict[str, Schema]:
             "kind": {"type": "string"},
             "urgency": {"type": "string"},
             "received_at": {"type": "string", "format": "date-time"},
+            "purged_at": {**_NULLABLE_STRING, "description":
+                          "Set once retention removed the case's personal data: `referral` is then "
+                          "{} and events keep only codes (marked `purged: true`)."},
         },
     }
     return {

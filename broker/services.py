@@ -18,6 +18,7 @@ from broker.ledger import Ledger
 from broker.metrics import Metrics
 from broker.rate_limits import RateLimiter
 from broker.relay import OutboxRelay
+from broker.retention import RetentionJob
 from broker.routing import Classification
 from broker.settings import Settings
 from broker.sla_clock import SlaClock
@@ -44,6 +45,7 @@ class Services:
     dead_recorder: DeadLetterRecorder
     sla_clock: SlaClock
     file_replies: FileReplyScanner
+    retention: RetentionJob
     accepting: bool = True
 
 
@@ -94,4 +96,6 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
         sla_clock=SlaClock(ledger, cases, interval_s=settings.sla.clock_interval_s),
         file_replies=FileReplyScanner(settings, cases,
                                       poll_interval_s=settings.delivery.file_scan_interval_s),
+        retention=RetentionJob(ledger, months_after_close=settings.retention.months_after_close,
+                               interval_s=settings.retention.schedule_interval_s),
     )

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from broker.deadlines import SlaPolicy
 
 __all__ = [
-    "DEMO_TOKENS", "DeliverySettings", "LogSettings", "Party", "RelaySettings", "Route",
-    "RoutingSettings", "ServerSettings", "Settings", "StoreSettings", "TransportSettings",
+    "DEMO_TOKENS", "DeliverySettings", "LogSettings", "Party", "RelaySettings", "RetentionSettings",
+    "Route", "RoutingSettings", "ServerSettings", "Settings", "StoreSettings", "TransportSettings",
     "load_settings", "webhook_url_allowed",
 ]
 
@@ -106,6 +106,17 @@ class RoutingSettings(_Section):
     max_returns: int = Field(default=2, ge=0)
 
 
+class RetentionSettings(_Section):
+    """How long personal data of a closed case is kept (issue 8; `handoff purge`)."""
+
+    months_after_close: int = Field(
+        default=24, ge=1, description="Personal data of a case is purged this many months after "
+        "it closed; statistics and the audit stay.")
+    schedule_interval_s: float = Field(
+        default=0.0, ge=0, description="0: purge only by `handoff purge`; > 0: the service purges "
+        "by the policy every this many seconds.")
+
+
 class LogSettings(_Section):
     level: str = "info"
     format: Literal["console", "json"] = "console"
@@ -173,6 +184,7 @@ class Settings(_Section):
     relay: RelaySettings = RelaySettings()
     routing: RoutingSettings = RoutingSettings()
     sla: SlaPolicy = SlaPolicy()
+    retention: RetentionSettings = RetentionSettings()
     log: LogSettings = LogSettings()
     parties: tuple[Party, ...] = ()
     routes: tuple[Route, ...] = ()

@@ -1,4 +1,4 @@
-"""The one owner of every background task: relay, consumers (and later the SLA clock).
+"""The one owner of every background task: relay, consumers, SLA clock, retention purge.
 
 Start: migrate, connect the transport, re-queue unfinished work of a non-durable transport, then run
 tasks in one TaskGroup. Stop (SIGTERM): stop intake, let in-flight work finish within the timeout,
@@ -47,6 +47,8 @@ class Supervisor:
             ("relay", svc.relay.run), ("sla_clock", svc.sla_clock.run)]
         if any(r.delivery == "files" for r in svc.settings.routes):
             jobs.append(("file_replies", svc.file_replies.run))
+        if svc.settings.retention.schedule_interval_s > 0:
+            jobs.append(("retention", svc.retention.run))
         for area in svc.settings.intake_areas:
             jobs.append((f"consume_{area}", lambda a=area: svc.transport.consume(  # type: ignore[misc]
                 intake_queue(a), svc.intake_worker.handle, prefetch=prefetch)))
