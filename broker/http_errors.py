@@ -1,7 +1,9 @@
 """One middleware maps domain errors to HTTP and logs every request without personal data.
 
-The access log names the route pattern (`/v1/referrals/{referral_id}`), not the raw path, so nothing a
-client puts in a URL can carry an identity code into the logs.
+Its `request_handled` event is the access log (aiohttp's own is off): one event per request with the
+route pattern (`/v1/referrals/{referral_id}`) for grouping, and the URL as `broker.access_log` lets it
+be shown (real path and query, anything that could be personal masked by shape), so nothing a client
+puts in a URL can carry an identity code or a name into the logs.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from structlog.contextvars import bound_contextvars
 
+from broker.access_log import loggable_url, response_bytes
 from broker.auth import PRINCIPAL
 from broker.errors import HandoffError, InvalidInput
 
@@ -57,7 +60,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 {"error": {"code": "internal_error", "message": "internal error"}}, status=500)
         response.headers["X-Request-Id"] = request_id
         principal = request.get(PRINCIPAL)
-        log.info("request_handled", method=request.method, route=route, status=response.status,
-                 party=getattr(principal, "party_id", None),
+        log.info("request_handled", method=request.method, route=route, url=loggable_url(request),
+                 status=response.status, bytes=response_bytes(response),
+                 party=getattr(principal, "party_id", None), request_id=request_id,
+                 remote=request.remote,
                  duration_ms=round((time.perf_counter() - started) * 1000, 1))
         return response

@@ -16,7 +16,12 @@ import structlog
 
 __all__ = ["HETU_PATTERN", "configure_logging", "redact_identity_codes"]
 
-HETU_PATTERN = re.compile(r"\b\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]\b")
+# Bounded by anything that is not an ASCII letter or digit, not by `\b`: `_` and letters such as
+# `ä` are word characters, so `reply_120503A944X` would slip past `\b`. Case-insensitive, because a
+# code typed in lower case is still a code. Neither a UUID nor a hex id can match: their groups of
+# 4, 8, 12 or 32 characters never leave an 11-character run between two separators.
+HETU_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])",
+                          re.IGNORECASE)
 _MASK = "[redacted-hetu]"
 
 
