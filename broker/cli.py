@@ -327,7 +327,6 @@ def audit_export(
     config: ConfigOpt = None,
 ) -> None:
     """Audit records as JSON lines, for a controller answering an access request (GDPR art. 15)."""
-    import datetime as dt
     import sys
 
     from broker.audit import export
