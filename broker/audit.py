@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +57,8 @@ AUDITED_ACTIONS: frozenset[str] = frozenset({
     "dead_letter_replayed",
     # writes by the service
     "delivered", "delivery_failed", "update_pushed", "escalated", "purged",
+    # access, not case data: the token lifecycle (`handoff token`)
+    "token_created", "token_rotated", "token_revoked",
 })
 
 
@@ -117,6 +120,19 @@ _SET_HEAD_HASH = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindpar
 _INSERT = audit.insert()
 
 
+def _safe(entry: AuditEntry) -> AuditEntry:
+    """A referral id is kept only as a canonical UUID: whatever else a caller put in a URL where a
+    case id belongs (an identity code or a name typed by mistake) must not be stored here."""
+    rid = entry.referral_id
+    if rid is None:
+        return entry
+    try:
+        canonical = str(uuid.UUID(rid)) if len(rid) == 36 else None
+    except ValueError:
+        canonical = None
+    return entry if canonical == rid else AuditEntry(entry.action, None, entry.outcome)
+
+
 def chain_of(key: str | None) -> int:
     return zlib.crc32((key or "").encode()) % CHAINS
 
@@ -141,6 +157,7 @@ async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEnt
     """
     if not entries:
         return
+    entries = [_safe(e) for e in entries]
     chain = chain_of(entries[0].referral_id or actor.request_id)
     head = (await conn.execute(_BUMP_HEAD, {"c": chain, "k": len(entries)})).first()
     if head is None:

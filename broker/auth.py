@@ -65,7 +65,11 @@ class TokenBook:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("missing bearer token")
-        digest = hash_token(token.strip())
+        return await self.authenticate_digest(hash_token(token.strip()))
+
+    async def authenticate_digest(self, digest: str) -> Principal:
+        """As `authenticate`, from the token's SHA-256: a dashboard session holds the digest of the
+        token it was opened with, so revoking that token ends the session at once."""
         principal = self._by_hash.get(digest)
         if principal is None and self._store is not None:
             info = await self._store.lookup(digest)

@@ -626,6 +626,9 @@ class CaseService:
                 raise NotFound("no such dead letter")
             if dl["replayed_at"] is not None:
                 raise Conflict("this dead letter was already replayed")
+            if dl["referral_id"] and (await conn.execute(sa.select(cases.c.purged_at).where(
+                    cases.c.referral_id == dl["referral_id"]))).scalar() is not None:
+                raise Conflict("the case's personal data was purged (retention): nothing to deliver")
             await conn.execute(sa.update(dead_letters).where(dead_letters.c.id == dead_letter_id)
                                .values(replayed_at=now))
             await conn.execute(sa.delete(processed).where(processed.c.event_id == dl["event_id"]))

@@ -14,6 +14,7 @@ session id), and the login form a double-submit token.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -34,7 +35,7 @@ from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit import Actor
-from broker.auth import PRINCIPAL, Principal
+from broker.auth import PRINCIPAL, Principal, hash_token
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.http_errors import REQUEST_ID
 from broker.ledger import Ledger, utcnow
@@ -461,6 +462,7 @@ class Session:
     sid: str
     party_id: str
     expires: int
+    token_digest: str  # SHA-256 of the token the session was opened with (checked on every page)
 
 
 @dataclass
@@ -478,9 +480,9 @@ class DashboardKeys:
     def _mac(self, purpose: str, data: str) -> bytes:
         return hmac.new(self.key, f"{purpose}|{data}".encode(), hashlib.sha256).digest()
 
-    def issue(self, party_id: str, now: float) -> tuple[str, Session]:
-        session = Session(secrets.token_urlsafe(18), party_id, int(now) + self.ttl_s)
-        payload = f"{session.sid}:{session.expires}:{party_id}"
+    def issue(self, party_id: str, token_digest: str, now: float) -> tuple[str, Session]:
+        session = Session(secrets.token_urlsafe(18), party_id, int(now) + self.ttl_s, token_digest)
+        payload = f"{session.sid}:{session.expires}:{party_id}:{token_digest}"
         return f"{_b64(payload.encode())}.{_b64(self._mac('session', payload))}", session
 
     def verify(self, value: str, now: float) -> Session | None:
@@ -493,10 +495,12 @@ class DashboardKeys:
         if not hmac.compare_digest(given, self._mac("session", payload)):
             return None
         sid, _, rest = payload.partition(":")
-        expires, _, party_id = rest.partition(":")
-        if not (sid and expires.isdigit() and party_id) or int(expires) <= now or sid in self._revoked:
+        expires, _, rest = rest.partition(":")
+        party_id, _, digest = rest.partition(":")
+        if (not (sid and expires.isdigit() and party_id and digest) or int(expires) <= now
+                or sid in self._revoked):
             return None
-        return Session(sid, party_id, int(expires))
+        return Session(sid, party_id, int(expires), digest)
 
     def revoke(self, session: Session, now: float) -> None:
         self._revoked = {s: exp for s, exp in self._revoked.items() if exp > now}
@@ -549,10 +553,6 @@ def _is_https(request: web.Request) -> bool:
     return request.secure or forwarded == "https"
 
 
-def _admin_ids(settings: Settings) -> set[str]:
-    return {p.id for p in settings.parties if p.role == "admin"}
-
-
 async def _viewer(request: web.Request) -> Viewer:
     """The admin looking at the page, or a response (login redirect, 401, 403) raised as `_Respond`."""
     svc = request.app[SERVICES]
@@ -569,7 +569,13 @@ async def _viewer(request: web.Request) -> Viewer:
     keys = request.app[DASHBOARD]
     raw = request.cookies.get(SESSION_COOKIE)
     session = keys.verify(raw, utcnow().timestamp()) if raw else None
-    if session is None or session.party_id not in _admin_ids(svc.settings):
+    owner: Principal | None = None
+    if session is not None:
+        # The token behind the session must still be valid (a revoke or expiry ends the session)
+        # and still an admin's; ledger tokens log in as well as the config's.
+        with contextlib.suppress(Unauthorized):
+            owner = await svc.tokens.authenticate_digest(session.token_digest)
+    if session is None or owner is None or owner.role != "admin" or owner.party_id != session.party_id:
         response = _redirect(_url("/dashboard/login", lang))
         if raw:
             response.del_cookie(SESSION_COOKIE, path="/dashboard")
@@ -1151,8 +1157,11 @@ async def case_lookup(request: web.Request) -> web.Response:
     q = request.query.get("q", "").strip()[:128]
     hetu_like = not _is_uuid(q) and _HETU_LIKE.search(q) is not None
 
-    def page(main: str, status: int = 200) -> web.Response:
-        query = {"q": q} if q and not hetu_like else {}
+    def page(main: str, status: int = 200, *, matched: bool = False) -> web.Response:
+        # The language links repeat the search only when it named a case (an id or a Kela
+        # reference): a search for anything else (a name typed by mistake) must not travel on
+        # in a URL.
+        query = {"q": q} if matched else {}
         return _html(_layout(lang, t["lookup"], main, viewer=viewer, csrf=csrf,
                              path="/dashboard/cases", query=query), status)
 
@@ -1168,10 +1177,10 @@ async def case_lookup(request: web.Request) -> web.Response:
     if len(found) > 1:
         items = "".join(f'<li>{_case_link(c["referral_id"], lang)} <code>{_e(c["state"])}</code> '
                         f'{_time(c["received_at"])}</li>' for c in found)
-        return page(f'<section><p>{_e(t["matches"])}</p><ul>{items}</ul></section>')
+        return page(f'<section><p>{_e(t["matches"])}</p><ul>{items}</ul></section>', matched=True)
     case = found[0]
     timeline = await case_timeline(svc.ledger, case["referral_id"])
-    return page(_render_case(case, timeline, utcnow(), lang, svc.classification))
+    return page(_render_case(case, timeline, utcnow(), lang, svc.classification), matched=True)
 
 
 @_html_handler
@@ -1233,7 +1242,9 @@ async def login(request: web.Request) -> web.Response:
     request[PRINCIPAL] = principal
     if principal.role != "admin":
         return _message_page(lang, "forbidden", 403)
-    value, _session = request.app[DASHBOARD].issue(principal.party_id, utcnow().timestamp())
+    assert isinstance(token, str)
+    value, _session = request.app[DASHBOARD].issue(principal.party_id, hash_token(token.strip()),
+                                                   utcnow().timestamp())
     response = _redirect(_url("/dashboard", lang))
     response.set_cookie(SESSION_COOKIE, value, path="/dashboard", httponly=True, samesite="Strict",
                         secure=_is_https(request), max_age=request.app[DASHBOARD].ttl_s)

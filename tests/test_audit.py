@@ -189,3 +189,13 @@ async def test_cli_verify_and_export(make_client, store_url: str, tmp_path: Path
     out = await asyncio.to_thread(runner.invoke, cli_app, ["audit", "verify"])
     assert out.exit_code == 1
     assert "BROKEN" in out.output and "seq 1" in out.output
+
+
+async def test_only_case_ids_are_recorded_from_urls(make_client, store_url: str) -> None:
+    """A caller may put anything where a case id belongs; the trail keeps the refusal, not the text."""
+    client = await make_client(base_settings(store_url))
+    for wrong in ("010190-9000", "Virtanen", "5B8C1E8A-0000-4000-8000-000000000000"):
+        assert (await client.get(f"/v1/referrals/{wrong}", headers=auth(ADMIN_TOKEN))).status == 404
+    records = await _records(client)
+    assert [(r["action"], r["referral_id"], r["outcome"]) for r in records] == [
+        ("case_read", None, "not_found")] * 3

@@ -16,7 +16,6 @@ import aiohttp
 import asyncpg
 import pytest
 
-import broker.audit
 from broker.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
@@ -56,6 +55,7 @@ token_sha256 = "{hash_token(intake_token(a))}"
 host = "127.0.0.1"
 port = {port}
 shutdown_timeout_s = 3
+rate_limit_per_s = 0  # a traffic generator, not a partner: test_http_guards covers the limits
 
 [store]
 url = "{store_url}"
@@ -170,8 +170,9 @@ async def test_no_identity_data_anywhere_after_real_traffic(store_url: str, tran
     assert {"referral_delivered", "reply_file_processed", "update_pushed"} <= {e["event"] for e in events}
     assert any(e.get("level") == "debug" for e in events) or len(events) > 500
     assert "handoff_referrals_received_total" in metrics_text
-    if hasattr(broker.audit, "AUDITED_ACTIONS"):
-        assert audit_rows, "the audit table is empty after real traffic"
+    actions = {json.loads(r)["action"] for r in audit_rows}
+    assert {"referral_received", "case_read", "inbox_read", "feed_read", "reply_applied",
+            "answer_applied", "rerouted_by_operator", "delivered", "update_pushed"} <= actions, actions
 
     # Nothing of what was sent comes back.
     scan = IdentityScanner(sent.codes, sent.words)
@@ -181,8 +182,7 @@ async def test_no_identity_data_anywhere_after_real_traffic(store_url: str, tran
                 + scan.scan_lines("request-id", [str(e.get("request_id")) for e in access])
                 + scan.scan_lines("audit", audit_rows)
                 + scan.scan_lines("error-body", sent.error_bodies)
-                # The dashboard shows an operator's own search term back (see the xfail below).
-                + IdentityScanner(sent.codes, []).scan_lines("error-page", sent.error_pages))
+                + scan.scan_lines("error-page", sent.error_pages))
     assert not findings, "\n".join(map(str, findings[:20]))
     # The masked URLs are there, masked: the access log did see the identity data typed into URLs.
     assert any("[redacted]" in str(e.get("url")) for e in access)
@@ -194,9 +194,6 @@ def _kela_pushed(receiver: Receiver):  # type: ignore[no-untyped-def]
     return check
 
 
-@pytest.mark.xfail(strict=True, reason="known: the dashboard keeps a searched name in its language "
-                   "links (`/dashboard/cases?q=<name>&lang=sv`), so a name can travel in a URL; "
-                   "broker/dashboard.py is being refactored elsewhere")
 async def test_dashboard_lookup_keeps_no_searched_name_in_its_links(make_client, tmp_path) -> None:
     client = await make_client(base_settings(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"))
     r = await client.get("/dashboard/cases?q=Tuomelias", headers=auth(ADMIN_TOKEN))

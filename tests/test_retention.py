@@ -241,6 +241,13 @@ async def test_purged_case_still_reads(make_client, store_url) -> None:
     page = await r.text()
     assert rid in page and "Purkulainen" not in page
 
+    # Its dead letter cannot be replayed: there is nothing left to deliver.
+    dead = await client.get("/v1/admin/dead-letters", headers=auth(ADMIN_TOKEN))
+    dl_ids = [d["id"] for d in (await dead.json())["items"] if d["referral_id"] == rid]
+    assert dl_ids
+    r = await client.post(f"/v1/admin/dead-letters/{dl_ids[0]}/replay", headers=auth(ADMIN_TOKEN))
+    assert r.status == 409 and "purged" in (await r.json())["error"]["message"]
+
     # Kela repeats the original referral: still recognised by its reference and body hash.
     status, out = await post_referral(client, _body("RET-A", _people["old_full"]))
     assert (status, out["referral_id"]) == (200, rid)
