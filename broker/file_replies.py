@@ -61,6 +61,7 @@ from broker.cases import CaseService
 from broker.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.filedrop import write_atomically
 from broker.logs import HETU_PATTERN
+from broker.periodic import run_periodically
 from broker.settings import Settings
 from schemas.errors import ErrorItem
 
@@ -233,12 +234,8 @@ class FileReplyScanner:
         The first scan waits one interval: start-up work (migrations, the transport) comes first, and
         a test that drives `scan_once` itself is never raced by the background job.
         """
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            try:
-                await self.scan_once()
-            except Exception:
-                log.exception("reply_scan_failed")
+        await run_periodically(self.scan_once, self.poll_interval_s, failure_event="reply_scan_failed",
+                               wait_first=True)
 
     async def scan_once(self) -> ScanReport:
         report = ScanReport()

@@ -23,7 +23,6 @@ the work without waiting for or repeating each other; SQLite has one writer anyw
 
 from __future__ import annotations
 
-import asyncio
 import calendar
 import datetime as dt
 import json
@@ -37,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit import Actor, AuditEntry, append, chain_of, system_actor
 from broker.ledger import Ledger, dumps, utcnow
+from broker.periodic import run_periodically
 from broker.tables import PURGEABLE_SQL, cases, dead_letters, events, outbox, updates
 from broker.workdays import HELSINKI, helsinki_date
 
@@ -277,12 +277,7 @@ class RetentionJob:
         self._batch = batch
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("retention_purge_failed")
-            await asyncio.sleep(self._interval_s)
+        await run_periodically(self.tick, self._interval_s, failure_event="retention_purge_failed")
 
     async def tick(self, now: dt.datetime | None = None) -> int:
         cutoff = policy_cutoff(self._months, now)

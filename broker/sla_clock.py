@@ -8,7 +8,6 @@ it escalated, so neither a restart nor a second process escalates twice.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 
@@ -21,6 +20,7 @@ from broker import audit
 from broker.audit import AuditEntry, system_actor
 from broker.cases import CaseService
 from broker.ledger import Ledger, utcnow
+from broker.periodic import run_periodically
 from broker.tables import OPEN_STATES, cases, waiting
 from broker.transport import REFERRALS_EXCHANGE, referral_routing_key
 
@@ -47,12 +47,7 @@ class SlaClock:
         self._batch = batch
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                log.exception("sla_tick_failed")
-            await asyncio.sleep(self._interval_s)
+        await run_periodically(self.tick, self._interval_s, failure_event="sla_tick_failed")
 
     async def tick(self, now: dt.datetime | None = None) -> int:
         """Escalate every deadline that passed unmet; returns how many escalations were written."""
