@@ -238,9 +238,14 @@ def _error(description: str) -> Schema:
 
 _VALIDATION = _json_response("Invalid input: one item per problem; never echoes the input.",
                              "ValidationErrors")
-_AUTH = {"401": _error("Missing or unknown bearer token."),
-         "403": _error("The token's role may not call this operation.")}
+_RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before trying again.",
+                                 "schema": {"type": "integer", "minimum": 1}}}
+_AUTH = {"401": _error("Missing, unknown, expired or revoked bearer token."),
+         "403": _error("The token's role may not call this operation."),
+         "429": {**_error("Over the party's rate limit (`[server] rate_limit_per_s`, per process)."),
+                 "headers": _RETRY_AFTER}}
 _BODY = {"400": _error("The body is not well-formed."),
+         "408": _error("The body did not arrive within `[server] read_timeout_s`."),
          "413": _error("The body is larger than 1 MiB (exactly 1,048,576 bytes is accepted)."),
          "415": _error("Unsupported Content-Type.")}
 _NOT_FOUND = {"404": _error("No such resource (or not visible to this party).")}
