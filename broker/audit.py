@@ -119,6 +119,28 @@ _SET_HEAD_HASH = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindpar
                   .values(hash=sa.bindparam("h")))
 _INSERT = audit.insert()
 
+# PostgreSQL appends one record in one round trip: the head is locked, advanced and re-hashed and the
+# record inserted by one statement, the hash computed by the server over exactly the text that
+# `record_hash` hashes (the fields after `n` arrive as one pre-joined parameter, `tail`).
+_APPEND_ONE_PG = sa.text("""
+WITH old AS (
+    SELECT chain, n, hash FROM audit_heads WHERE chain = :c FOR UPDATE
+), head AS (
+    UPDATE audit_heads AS a
+    SET n = old.n + 1,
+        hash = encode(sha256(convert_to(
+            old.hash || :sep || old.chain::text || :sep || (old.n + 1)::text || :tail, 'UTF8')), 'hex')
+    FROM old WHERE a.chain = old.chain
+    RETURNING a.n, a.hash, old.hash AS prev_hash
+)
+INSERT INTO audit (chain, n, at, party_id, role, action, referral_id, request_id, outcome,
+                   prev_hash, hash)
+SELECT :c, head.n, :at, :party_id, :role, :action, :referral_id, :request_id, :outcome,
+       head.prev_hash, head.hash
+FROM head
+RETURNING n
+""").bindparams(sa.bindparam("at", type_=audit.c.at.type))
+
 
 def _safe(entry: AuditEntry) -> AuditEntry:
     """A referral id is kept only as a canonical UUID: whatever else a caller put in a URL where a
@@ -141,11 +163,16 @@ def _stamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
+def _tail(row: dict[str, Any]) -> str:
+    """The hashed text after `n`, from the separator on (see `_APPEND_ONE_PG`)."""
+    fields = (_stamp(row["at"]), row["party_id"], row["role"], row["action"], row["referral_id"] or "",
+              row["request_id"] or "", row["outcome"])
+    return _SEP + _SEP.join(fields)
+
+
 def record_hash(prev_hash: str, row: dict[str, Any]) -> str:
-    fields = (prev_hash, str(row["chain"]), str(row["n"]), _stamp(row["at"]), row["party_id"],
-              row["role"], row["action"], row["referral_id"] or "", row["request_id"] or "",
-              row["outcome"])
-    return hashlib.sha256(_SEP.join(fields).encode()).hexdigest()
+    text = _SEP.join((prev_hash, str(row["chain"]), str(row["n"]))) + _tail(row)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEntry],
@@ -159,6 +186,9 @@ async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEnt
         return
     entries = [_safe(e) for e in entries]
     chain = chain_of(entries[0].referral_id or actor.request_id)
+    if len(entries) == 1 and conn.dialect.name == "postgresql":
+        await _append_one_pg(conn, chain, actor, entries[0], at)
+        return
     head = (await conn.execute(_BUMP_HEAD, {"c": chain, "k": len(entries)})).first()
     if head is None:
         raise RuntimeError(f"audit chain {chain} has no head row (is the ledger migrated?)")
@@ -176,6 +206,18 @@ async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEnt
         rows.append(row)
     await conn.execute(_INSERT, rows)
     await conn.execute(_SET_HEAD_HASH, {"c": chain, "h": prev})
+
+
+async def _append_one_pg(conn: AsyncConnection, chain: int, actor: Actor, entry: AuditEntry,
+                         at: dt.datetime) -> None:
+    row: dict[str, Any] = {
+        "at": at, "party_id": actor.party_id[:64], "role": actor.role[:16], "action": entry.action,
+        "referral_id": entry.referral_id, "request_id": actor.request_id, "outcome": entry.outcome,
+    }
+    done = (await conn.execute(_APPEND_ONE_PG, {**row, "c": chain, "sep": _SEP, "tail": _tail(row)})
+            ).first()
+    if done is None:
+        raise RuntimeError(f"audit chain {chain} has no head row (is the ledger migrated?)")
 
 
 async def append_alone(ledger: Ledger, actor: Actor, entries: Sequence[AuditEntry],

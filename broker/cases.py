@@ -150,10 +150,9 @@ class CaseService:
                                  "msg": "unknown municipality code (not in the Statistics Finland "
                                         "classification)", "type": "unknown_municipality"}])
         try:
+            # No look-up first: a repeated reference is rare, and the unique constraint finds it
+            # (then the except branch answers it) without a round trip on every new referral.
             async with self.ledger.transaction() as conn:
-                existing = await self.ledger.case_by_reference(conn, sender, referral.kela_reference)
-                if existing is not None:
-                    return await self._duplicate_referral(conn, actor, existing, sha, now)
                 result = await self._insert_referral(conn, sender, referral, sha, area, now)
                 await audit.append(conn, actor, [AuditEntry("referral_received", result.referral_id)],
                                    now)
