@@ -47,7 +47,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('chain', 'n', name='uq_audit_chain_n')
     )
     with op.batch_alter_table('audit', schema=None) as batch_op:
-        batch_op.create_index('ix_audit_at', ['at'], unique=False)
+        batch_op.create_index('ix_audit_at', ['at'], unique=False, postgresql_using='brin')
         batch_op.create_index('ix_audit_referral', ['referral_id'], unique=False)
 
     op.create_table('audit_heads',
