@@ -179,3 +179,21 @@ def test_an_explicitly_empty_party_list_means_ledger_tokens_only(tmp_path: Path)
     settings = load_settings(config, env={})
     assert settings.parties == () and not settings.demo_parties
     assert load_settings(None, env={}).demo_parties  # no parties at all: the laptop demo
+
+
+async def test_dashboard_session_lives_and_dies_with_its_ledger_token(make_client, store_url) -> None:
+    """A ledger admin token opens the dashboard; revoking it ends the session at the next page."""
+    from tests.test_dashboard import login, page_text
+
+    client = await make_client(base_settings(store_url))
+    issued = await store_of(client).create("admin-ledger", "admin", None, actor=ACTOR,
+                                           now=dt.datetime.now(dt.UTC))
+    r = await login(client, issued.token)
+    assert r.status == 303 and r.headers["Location"] == "/dashboard?lang=fi"
+    assert 'id="areas"' in await page_text(client, "/dashboard")
+    cookie = next(c.value for c in client.session.cookie_jar if c.key == "handoff_dashboard")
+    assert issued.token not in cookie
+
+    await store_of(client).revoke(actor=ACTOR, now=dt.datetime.now(dt.UTC), token_id=issued.info.id)
+    r = await client.get("/dashboard", allow_redirects=False)
+    assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
