@@ -98,8 +98,14 @@ class Observations:
 class CaseService:
     def __init__(self, ledger: Ledger, settings: Settings, classification: Classification,
                  on_outbox: Callable[[], None] = lambda: None,
-                 on_observed: Callable[[str, Observations], None] = lambda _k, _o: None) -> None:
+                 on_observed: Callable[[str, Observations], None] = lambda _k, _o: None, *,
+                 track_done: bool = True) -> None:
+        """`track_done`: mark outbox rows `done` when their message is consumed. Only a transport
+        that loses what it holds on a restart (the embedded one) needs it, to publish `sent` rows
+        again; on RabbitMQ a `sent` row is in a durable queue, and the extra UPDATE per message was
+        pure cost."""
         self.ledger = ledger
+        self._track_done = track_done
         self.settings = settings
         self.classification = classification
         self._on_outbox = on_outbox
@@ -196,18 +202,21 @@ class CaseService:
             decision_due_at=due.get("decision"),
         ))
         result = AcceptResult(referral_id, state, area, created=True, reason=reason)
-        await self.ledger.add_event(conn, referral_id=referral_id, type_="received", at=now,
-                                    actor=sender, data={"result": result.body(), "channel": "api"})
+        received = {"referral_id": referral_id, "type_": "received", "at": now, "actor": sender,
+                    "data": {"result": result.body(), "channel": "api"}}
         if state == S.ROUTED:
-            await self._route_to(conn, referral_id, referral.kind.value, area, now)
+            await self._route_to(conn, referral_id, referral.kind.value, area, now, with_events=[received])
         else:
+            await self.ledger.add_events(conn, [received])
             await self._unroutable(conn, referral_id, referral.kela_reference, area, reason or "", now)
         return result
 
     async def _route_to(self, conn: AsyncConnection, referral_id: str, kind: str, area: str,
-                        now: dt.datetime) -> None:
-        event_id = await self.ledger.add_event(conn, referral_id=referral_id, type_="routed", at=now,
-                                               area=area)
+                        now: dt.datetime, *, with_events: Sequence[Mapping[str, Any]] = ()) -> None:
+        """The `routed` event and the outbox row of the referral's message; `with_events` are
+        written in the same round trip, before it."""
+        *_, event_id = await self.ledger.add_events(conn, [
+            *with_events, {"referral_id": referral_id, "type_": "routed", "at": now, "area": area}])
         # Thin message: the referral itself is read from the ledger at delivery, so personal data is
         # not copied into the broker's queues and a retention purge reaches every copy.
         env = envelope(event_id=event_id, type_="referral", referral_id=referral_id, area=area,
@@ -508,7 +517,8 @@ class CaseService:
         async with self.ledger.transaction() as conn:
             if not await self.ledger.mark_processed(conn, consumer, event_id, now):
                 return False
-            await self.ledger.outbox_done(conn, event_id, now)
+            if self._track_done:
+                await self.ledger.outbox_done(conn, event_id, now)
             case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
             if case is None or case.area != area:
                 # Re-routed meanwhile: this delivery is history, not the current one.
@@ -536,7 +546,8 @@ class CaseService:
         async with self.ledger.transaction() as conn:
             if not await self.ledger.mark_processed(conn, consumer, event_id, now):
                 return False
-            await self.ledger.outbox_done(conn, event_id, now)
+            if self._track_done:
+                await self.ledger.outbox_done(conn, event_id, now)
             if pushed_referral_id is not None:
                 await audit.append(conn, DELIVERY_ACTOR,
                                    [AuditEntry("update_pushed", pushed_referral_id)], now)
@@ -590,7 +601,8 @@ class CaseService:
                     event_id=event_id, referral_id=referral_id, area=area, queue=queue,
                     exchange=exchange, routing_key=routing_key, reason=reason[:200],
                     attempts=attempts, body=body, created_at=now))
-            await self.ledger.outbox_done(conn, event_id, now)
+            if self._track_done:
+                await self.ledger.outbox_done(conn, event_id, now)
             case = (await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
                     if referral_id else None)
             if case is not None and case.area == area:

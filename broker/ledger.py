@@ -223,6 +223,22 @@ class Ledger:
         return event_id
 
     @staticmethod
+    async def add_events(conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Several events of one change in one round trip; each row has the keywords of
+        `add_event` (`type_` and `at` required). Returns their event ids, in order."""
+        params = []
+        for r in rows:
+            data = r.get("data")
+            params.append({
+                "event_id": r.get("event_id") or new_id(), "referral_id": r["referral_id"],
+                "type": r["type_"], "at": r["at"], "area": r.get("area"), "actor": r.get("actor"),
+                "dedupe_key": r.get("dedupe_key"), "body_sha256": r.get("body_sha256"),
+                "data": dumps(dict(data)) if data is not None else None,
+            })
+        await conn.execute(_INSERT_EVENT, params)
+        return [p["event_id"] for p in params]
+
+    @staticmethod
     async def add_outbox(conn: AsyncConnection, *, event_id: str, referral_id: str | None,
                          exchange: str, routing_key: str, envelope: Mapping[str, Any],
                          at: dt.datetime) -> None:

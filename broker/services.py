@@ -79,7 +79,8 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
         if obs.first_reply_latency_s is not None:
             metrics.first_reply_latency.observe(max(0.0, obs.first_reply_latency_s))
 
-    cases = CaseService(ledger, settings, classification, on_outbox=relay.notify, on_observed=observed)
+    cases = CaseService(ledger, settings, classification, on_outbox=relay.notify, on_observed=observed,
+                        track_done=not transport.durable)
     http_client = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=100, limit_per_host=20),
         headers={"User-Agent": "kela-handoff/0.1"},
