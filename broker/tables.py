@@ -134,7 +134,6 @@ cases = Table(
     Index("ix_cases_state_received", "state", "received_at"),
     Index("ix_cases_received", "received_at"),
     Index("ix_cases_month_area", "received_month", "area"),
-    Index("ix_cases_closed", "closed_at"),
     # Percentiles of time to first reply read this index alone (an index-only scan on PostgreSQL).
     Index("ix_cases_month_area_reply", "received_month", "area", "first_reply_s"),
     # Partial indexes over the few cases still waiting: the /metrics gauges, the SLA clock and the

@@ -62,13 +62,11 @@ def upgrade() -> None:
                    [{'chain': c, 'n': 0, 'hash': '0' * 64} for c in range(8)])
     with op.batch_alter_table('cases', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purged_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.create_index('ix_cases_closed', ['closed_at'], unique=False)
 
 
 
 def downgrade() -> None:
     with op.batch_alter_table('cases', schema=None) as batch_op:
-        batch_op.drop_index('ix_cases_closed')
         batch_op.drop_column('purged_at')
 
     op.drop_table('audit_heads')
