@@ -51,7 +51,7 @@ Outcome = Literal["ok", "duplicate", "not_found", "conflict", "invalid", "forbid
 # Kela's feed, or shown as a dead letter. Writes: every change of a case, by a party or the service.
 AUDITED_ACTIONS: frozenset[str] = frozenset({
     # reads
-    "case_read", "inbox_read", "feed_read", "dead_letter_read",
+    "case_read", "case_listed", "inbox_read", "feed_read", "dead_letter_read",
     # writes by parties
     "referral_received", "reply_applied", "answer_applied", "rerouted_by_operator",
     "dead_letter_replayed",

@@ -1142,6 +1142,11 @@ async def overview(request: web.Request) -> web.Response:
     lang = _lang(request)
     svc = _services(request)
     ov = await load_overview(svc.ledger, svc.settings, svc.classification, lang)
+    # The overview names cases (overdue ones, dead letters): who saw which is recorded before the
+    # page is sent, as for every other read of case data.
+    actor = _actor(request, viewer)
+    await svc.cases.record_reads(actor, "case_listed", [i.referral_id for i in ov.overdue])
+    await svc.cases.record_reads(actor, "dead_letter_read", [d.referral_id for d in ov.dead_letters])
     flash = _FLASHES.get(request.query.get("done", ""))
     csrf = request.app[DASHBOARD].csrf_token(viewer.binding)
     return _html(_render_overview(ov, lang, viewer, csrf, flash))

@@ -199,3 +199,18 @@ async def test_only_case_ids_are_recorded_from_urls(make_client, store_url: str)
     records = await _records(client)
     assert [(r["action"], r["referral_id"], r["outcome"]) for r in records] == [
         ("case_read", None, "not_found")] * 3
+
+
+async def test_dashboard_overview_records_the_cases_it_names(make_client, store_url: str) -> None:
+    import datetime as dt
+
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "AUD-D")
+    async with services_of(client).ledger.engine.begin() as conn:  # its acknowledge deadline passed
+        await conn.execute(sa.update(cases).where(cases.c.referral_id == rid).values(
+            ack_due_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2)))
+    r = await client.get("/dashboard", headers={**auth(ADMIN_TOKEN), "X-Request-Id": "dash-1"})
+    assert r.status == 200 and rid in await r.text()
+    listed = [(x["party_id"], x["role"]) for x in await _records(client)
+              if x["action"] == "case_listed" and x["referral_id"] == rid and x["request_id"] == "dash-1"]
+    assert listed == [("admin-1", "admin")]
