@@ -327,7 +327,11 @@ class Traffic:
         assert {rid for rid, a in routable.items() if a == "19"} <= files
         jobs = []
         for area in ("08", "90", "19"):
-            for j, rid in enumerate(sorted(r for r, a in routable.items() if a == area)):
+            # Application transfers first: position 0 of every area is one, so a `decision_made`
+            # is sent in every run (referral ids are random, their order is not).
+            mine = sorted((r for r, a in routable.items() if a == area),
+                          key=lambda r: (self.sent.kind_of[r] != "application_transfer", r))
+            for j, rid in enumerate(mine):
                 jobs.append(self.work(rid, area, j))
         await asyncio.gather(*jobs)
 
