@@ -25,6 +25,10 @@ from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, missing_service
 from tests.receiver import SECRET, Receiver
 
 SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
+# The production pair: the shared fixtures, pinned to their PostgreSQL and RabbitMQ parameters
+# (`transport_url` = the session's throw-away vhost, with the test queues deleted first).
+production_pair = pytest.mark.parametrize(
+    ("store_url", "transport_url"), [("postgresql", "rabbitmq")], indirect=True)
 # A resend after a crash must be the identical body, or it is (rightly) a 409.
 SENT_AT = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 QUIET_TIMEOUT_S = 40.0

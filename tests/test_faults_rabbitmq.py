@@ -23,6 +23,7 @@ from tests.processes import (
     LedgerAudit,
     assert_delivered_once,
     delivered_count,
+    production_pair,
     rabbitmqctl,
     rabbitmqctl_path,
     send,
@@ -36,10 +37,6 @@ from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rabbitmq]
 
-# The production pair: the shared fixtures, pinned to their PostgreSQL and RabbitMQ parameters
-# (`transport_url` = the session's throw-away vhost, with the test queues deleted first).
-production_pair = pytest.mark.parametrize(
-    ("store_url", "transport_url"), [("postgresql", "rabbitmq")], indirect=True)
 
 REFERRALS = 300
 FAULT_AT = 100  # inject the fault once this many referrals have been accepted

@@ -31,6 +31,7 @@ from tests.processes import (
     assert_delivered_once,
     delivered_count,
     metric_total,
+    production_pair,
     send,
     send_until_all_accepted,
     service_process,
@@ -42,8 +43,6 @@ from tests.receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rabbitmq]
 
-production_pair = pytest.mark.parametrize(
-    ("store_url", "transport_url"), [("postgresql", "rabbitmq")], indirect=True)
 
 PROCESSES = 3
 REFERRALS = 450
