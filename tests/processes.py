@@ -40,14 +40,30 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def webhook_route(area: str, hook_url: str) -> str:
+    return f"""
+[[routes]]
+area = "{area}"
+delivery = "webhook"
+url = "{hook_url}"
+secret_env = "{SECRET_ENV}"
+"""
+
+
 def write_config(path: Path, *, port: int, store_url: str, transport_url: str, hook_url: str,
-                 give_up_after_s: float = 120) -> Path:
+                 give_up_after_s: float = 120, log_level: str = "warning",
+                 file_scan_interval_s: float = 1.0, relay_poll_s: float = 0.1,
+                 routes: str | None = None, extra: str = "") -> Path:
+    """A `handoff run` config for the process tests: short retries and timeouts, JSON logs, the
+    test parties; `routes` replaces the default (webhooks for 08 and 90), `extra` is appended."""
+    if routes is None:
+        routes = webhook_route("08", hook_url) + webhook_route("90", hook_url)
     path.write_text(f"""
 [server]
 host = "127.0.0.1"
 port = {port}
 shutdown_timeout_s = 3
-rate_limit_per_s = 0
+rate_limit_per_s = 0  # test traffic, not a partner: tests/test_http_guards.py covers the limits
 
 [store]
 url = "{store_url}"
@@ -61,12 +77,13 @@ initial_backoff_s = 0.1
 max_backoff_s = 0.5
 give_up_after_s = {give_up_after_s}
 timeout_s = 2
+file_scan_interval_s = {file_scan_interval_s}
 
 [relay]
-poll_interval_s = 0.1
+poll_interval_s = {relay_poll_s}
 
 [log]
-level = "warning"
+level = "{log_level}"
 format = "json"
 
 [[parties]]
@@ -78,19 +95,7 @@ token_sha256 = "{hash_token(KELA_TOKEN)}"
 id = "admin-1"
 role = "admin"
 token_sha256 = "{hash_token(ADMIN_TOKEN)}"
-
-[[routes]]
-area = "08"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{SECRET_ENV}"
-
-[[routes]]
-area = "90"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{SECRET_ENV}"
-""", "utf-8")
+{routes}{extra}""", "utf-8")
     return path
 
 

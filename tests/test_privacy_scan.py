@@ -17,10 +17,10 @@ import asyncpg
 import pytest
 
 from broker.auth import hash_token
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
+from tests.conftest import ADMIN_TOKEN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
 from tests.privacy_traffic import KINDS, REPLY_STATUSES, Traffic
-from tests.processes import SECRET_ENV, ServiceProcess, free_port
+from tests.processes import ServiceProcess, free_port, webhook_route, write_config
 from tests.receiver import Receiver
 
 REFERRALS = 60
@@ -42,6 +42,7 @@ def test_scanner_flags_planted_codes_and_names() -> None:
 
 def _config(tmp: Path, *, port: int, store_url: str, transport_url: str, hook_url: str,
             files_dir: Path) -> Path:
+    """Every kind of route (webhook 08, pull 90, files 19, Kela's push) and an intake party each."""
     intakes = "".join(f"""
 [[parties]]
 id = "intake-{a}"
@@ -49,51 +50,7 @@ role = "intake"
 area = "{a}"
 token_sha256 = "{hash_token(intake_token(a))}"
 """ for a in ("08", "90", "19"))
-    path = tmp / "handoff.toml"
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-shutdown_timeout_s = 3
-rate_limit_per_s = 0  # a traffic generator, not a partner: test_http_guards covers the limits
-
-[store]
-url = "{store_url}"
-
-[transport]
-url = "{transport_url}"
-retry_tiers_s = [0.2, 1, 5]
-
-[delivery]
-initial_backoff_s = 0.1
-max_backoff_s = 0.5
-give_up_after_s = 60
-timeout_s = 2
-file_scan_interval_s = 0.2
-
-[relay]
-poll_interval_s = 0.05
-
-[log]
-level = "debug"
-format = "json"
-
-[[parties]]
-id = "kela-1"
-role = "kela"
-token_sha256 = "{hash_token(KELA_TOKEN)}"
-
-[[parties]]
-id = "admin-1"
-role = "admin"
-token_sha256 = "{hash_token(ADMIN_TOKEN)}"
-{intakes}
-[[routes]]
-area = "08"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{SECRET_ENV}"
-
+    routes = webhook_route("08", hook_url) + f"""
 [[routes]]
 area = "90"
 delivery = "pull"
@@ -102,14 +59,11 @@ delivery = "pull"
 area = "19"
 delivery = "files"
 directory = "{files_dir}"
-
-[[routes]]
-area = "kela"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{SECRET_ENV}"
-""", "utf-8")
-    return path
+""" + webhook_route("kela", hook_url)
+    return write_config(tmp / "handoff.toml", port=port, store_url=store_url,
+                        transport_url=transport_url, hook_url=hook_url, give_up_after_s=60,
+                        log_level="debug", file_scan_interval_s=0.2, relay_poll_s=0.05,
+                        routes=routes, extra=intakes)
 
 
 async def _audit_rows(store_url: str) -> list[str]:
