@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from broker.dashboard import setup_dashboard
+from broker.dashboard import load_dashboard_keys, setup_dashboard
 from broker.http import routes
 from broker.http_errors import error_middleware
 from broker.metrics import Metrics
@@ -49,6 +49,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
             await supervisor.start()
         else:
             await supervisor.start_resources()
+        await load_dashboard_keys(app, services.ledger)
         yield
         await supervisor.stop()
 

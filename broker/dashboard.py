@@ -5,10 +5,12 @@ from a grouped aggregate query over an existing index; no page ever loads a whol
 shows an identity code, a name or any free text: only ids, codes, states and times.
 
 Access: `Authorization: Bearer <admin token>`, or the login form, which trades the admin token for a
-session cookie (HttpOnly, SameSite=Strict, Secure over https) holding an HMAC-signed session id with an
-expiry. The signing key is random per application start and lives on the app (`DASHBOARD`), so a
-restart logs everyone out. State-changing forms carry a CSRF token bound to the session (HMAC of the
-session id), and the login form a double-submit token.
+session cookie (HttpOnly, SameSite=Strict, Secure over https) holding an HMAC-signed session id, its
+expiry and the digest of the token it was opened with (checked on every page, so revoking the token
+ends the session). The signing key is made once and kept in the ledger (`service_keys`), and logouts
+are recorded there too, so every replica accepts the same sessions and a logout on one ends the
+session on all, with no sticky sessions. State-changing forms carry a CSRF token bound to the session
+(HMAC of the session id), and the login form a double-submit token.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ import math
 import re
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -467,15 +469,11 @@ class Session:
 
 @dataclass
 class DashboardKeys:
-    """The per-start secret behind session cookies and CSRF tokens, and the sessions logged out."""
+    """The secret behind session cookies and CSRF tokens, shared by every replica through the ledger
+    (`Ledger.shared_key`); which sessions were logged out is kept there too."""
 
     key: bytes
     ttl_s: int = SESSION_TTL_S
-    _revoked: dict[str, int] = field(default_factory=dict)
-
-    @classmethod
-    def generate(cls) -> DashboardKeys:
-        return cls(secrets.token_bytes(32))
 
     def _mac(self, purpose: str, data: str) -> bytes:
         return hmac.new(self.key, f"{purpose}|{data}".encode(), hashlib.sha256).digest()
@@ -497,14 +495,9 @@ class DashboardKeys:
         sid, _, rest = payload.partition(":")
         expires, _, rest = rest.partition(":")
         party_id, _, digest = rest.partition(":")
-        if (not (sid and expires.isdigit() and party_id and digest) or int(expires) <= now
-                or sid in self._revoked):
+        if not (sid and expires.isdigit() and party_id and digest) or int(expires) <= now:
             return None
         return Session(sid, party_id, int(expires), digest)
-
-    def revoke(self, session: Session, now: float) -> None:
-        self._revoked = {s: exp for s, exp in self._revoked.items() if exp > now}
-        self._revoked[session.sid] = session.expires
 
     def csrf_token(self, binding: str) -> str:
         return _b64(self._mac("csrf", binding))
@@ -569,6 +562,8 @@ async def _viewer(request: web.Request) -> Viewer:
     keys = request.app[DASHBOARD]
     raw = request.cookies.get(SESSION_COOKIE)
     session = keys.verify(raw, utcnow().timestamp()) if raw else None
+    if session is not None and await svc.ledger.is_logged_out(session.sid):
+        session = None
     owner: Principal | None = None
     if session is not None:
         # The token behind the session must still be valid (a revoke or expiry ends the session)
@@ -1263,7 +1258,8 @@ async def logout(request: web.Request) -> web.Response:
     lang = _lang(request)
     _check_csrf(request, viewer, await request.post())
     if viewer.session is not None:
-        request.app[DASHBOARD].revoke(viewer.session, utcnow().timestamp())
+        await _services(request).ledger.record_logout(
+            viewer.session.sid, dt.datetime.fromtimestamp(viewer.session.expires, dt.UTC))
     response = _redirect(_url("/dashboard/login", lang))
     response.del_cookie(SESSION_COOKIE, path="/dashboard")
     return response
@@ -1629,14 +1625,13 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
             response.headers[name] = value
 
 
+async def load_dashboard_keys(app: web.Application, ledger: Ledger) -> None:
+    """Called by the composition root once the ledger is migrated."""
+    app[DASHBOARD] = DashboardKeys(await ledger.shared_key("dashboard"))
+
+
 def setup_dashboard(app: web.Application) -> None:
-    """Register the dashboard's routes, its per-start signing key and its response headers."""
-
-    async def keys(app: web.Application) -> AsyncIterator[None]:
-        app[DASHBOARD] = DashboardKeys.generate()
-        yield
-
-    app.cleanup_ctx.append(keys)
+    """Register the dashboard's routes and its response headers (keys: `load_dashboard_keys`)."""
     app.on_response_prepare.append(_security_headers)
     app.router.add_get("/dashboard", overview, name="dashboard")
     app.router.add_get("/dashboard/cases", case_lookup, name="dashboard_cases")

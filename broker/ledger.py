@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,7 +26,16 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
-from broker.tables import cases, dead_letters, events, outbox, processed, updates
+from broker.tables import (
+    cases,
+    dashboard_logouts,
+    dead_letters,
+    events,
+    outbox,
+    processed,
+    service_keys,
+    updates,
+)
 
 __all__ = ["CaseRow", "Ledger", "new_id", "utcnow"]
 
@@ -349,6 +359,31 @@ class Ledger:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q.order_by(dead_letters.c.id).limit(limit))).mappings().all()
         return [dict(r) for r in rows]
+
+    # --- keys and sessions shared by the replicas ----------------------------------------------
+
+    async def shared_key(self, name: str) -> bytes:
+        """The key called `name`, made (32 random bytes) by the first process that asks for it."""
+        insert = (pg_insert if self.is_postgres else sqlite_insert)(service_keys)
+        async with self.transaction() as conn:
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=["name"]),
+                               {"name": name, "key_hex": secrets.token_hex(32), "created_at": utcnow()})
+            key_hex = (await conn.execute(sa.select(service_keys.c.key_hex)
+                                          .where(service_keys.c.name == name))).scalar_one()
+        return bytes.fromhex(key_hex)
+
+    async def record_logout(self, sid: str, expires_at: dt.datetime) -> None:
+        insert = (pg_insert if self.is_postgres else sqlite_insert)(dashboard_logouts)
+        async with self.transaction() as conn:
+            await conn.execute(sa.delete(dashboard_logouts)
+                               .where(dashboard_logouts.c.expires_at < utcnow()))
+            await conn.execute(insert.on_conflict_do_nothing(index_elements=["sid"]),
+                               {"sid": sid, "expires_at": expires_at})
+
+    async def is_logged_out(self, sid: str) -> bool:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(dashboard_logouts.c.sid)
+                                       .where(dashboard_logouts.c.sid == sid))).first() is not None
 
     # --- outbox relay -------------------------------------------------------------------------
 

@@ -26,8 +26,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
-    "access_tokens", "audit", "audit_heads", "cases", "dead_letters", "events", "metadata", "outbox",
-    "processed", "updates",
+    "access_tokens", "audit", "audit_heads", "cases", "dashboard_logouts", "dead_letters", "events",
+    "metadata", "outbox", "processed", "service_keys", "updates",
 ]
 
 metadata = MetaData(
@@ -269,4 +269,21 @@ access_tokens = Table(
     Column("expires_at", TS, nullable=True),
     Column("revoked_at", TS, nullable=True),
     Index("ix_access_tokens_party", "party_id"),
+)
+
+# Keys every replica must share, made once by whichever process starts first (the dashboard's
+# session and CSRF signing key), so that a session opened on one replica is valid on the others.
+service_keys = Table(
+    "service_keys", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("key_hex", String(128), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+# Dashboard sessions ended by a logout, until they would have expired anyway: a logout on one
+# replica ends the session on all of them.
+dashboard_logouts = Table(
+    "dashboard_logouts", metadata,
+    Column("sid", String(64), primary_key=True),
+    Column("expires_at", TS, nullable=False),
 )

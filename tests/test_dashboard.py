@@ -606,3 +606,23 @@ async def test_statistics_page_bad_parameter(make_client, tmp_path, query: str, 
     assert re.search(rf'<li data-param="{param}">Invalid parameter <code>{param}</code>: \w', page)
     assert "<svg" not in page and "<script" not in page.lower()
     assert '<form class="stats-filter"' in page  # the form stays, to correct the value
+
+
+async def test_sessions_are_shared_by_replicas_and_logout_ends_them_everywhere(make_client,
+                                                                                 store_url) -> None:
+    """Two app instances on one ledger stand for two replicas behind a balancer with no sticky
+    sessions: the signing key comes from the ledger, and so does the list of logged-out sessions."""
+    one = await make_client(base_settings(store_url))
+    two = await make_client(base_settings(store_url))
+    assert (await login(one)).status == 303
+    cookie = next(c.value for c in one.session.cookie_jar if c.key == "handoff_dashboard")
+    headers = {"Cookie": f"handoff_dashboard={cookie}"}
+    page = await page_text(two, "/dashboard", headers=headers)  # opened on one, valid on two
+    assert 'id="areas"' in page
+
+    r = await two.post("/dashboard/logout", data={"csrf": csrf_of(page)}, headers=headers,
+                       allow_redirects=False)
+    assert r.status == 303
+    for client in (one, two):
+        r = await client.get("/dashboard", headers=headers, allow_redirects=False)
+        assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
