@@ -23,6 +23,7 @@ __all__ = ["HETU_PATTERN", "configure_logging", "redact_identity_codes"]
 HETU_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])",
                           re.IGNORECASE)
 _MASK = "[redacted-hetu]"
+_HANDLER_NAME = "handoff-redacted-stderr"
 
 
 def _scrub(value: Any) -> Any:
@@ -64,4 +65,16 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Libraries log through the standard library (aiohttp's server errors, asyncpg, aio-pika): their
+    # records go through the same redaction and renderer, so no line on stderr escapes the redactor.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True)],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _format_exc_then_redact, renderer]))
+    handler.set_name(_HANDLER_NAME)
+    root = logging.getLogger()
+    # Configuring again replaces our handler, and leaves anyone else's (a test runner's) alone.
+    root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
+    root.setLevel(logging.WARNING)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 
+import structlog
 from structlog.testing import capture_logs
 
 from broker.demo_data import make_referral
@@ -48,3 +49,26 @@ def test_redaction_processor_masks_codes_anywhere() -> None:
     out = redact_identity_codes(None, "info", dict(event))
     assert "010190-999X" not in repr(out) and "120503A9442" not in repr(out)
     assert re.search(r"\[redacted-hetu\]", out["detail"])
+
+
+def test_library_log_records_are_redacted_too(capsys) -> None:
+    """aiohttp, asyncpg and aio-pika log through the standard library: the same redactor applies."""
+    import json
+    import logging
+
+    from broker.logs import configure_logging
+
+    root = logging.getLogger()
+    handlers, level, previous = root.handlers[:], root.level, structlog.get_config()
+    try:
+        configure_logging("info", "json")
+        logging.getLogger("aiohttp.server").warning("bad request from %s", "010190-9000")
+        err = capsys.readouterr().err
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        structlog.configure(**previous)
+    line = json.loads(err.strip().splitlines()[-1])
+    assert line["logger"] == "aiohttp.server" and line["level"] == "warning"
+    assert line["event"] == "bad request from [redacted-hetu]"
+    assert "010190-9000" not in err
