@@ -88,8 +88,10 @@ async def test_unreachable_endpoint_dead_letters_then_replay(make_client, store_
                                                               receiver) -> None:
     healthy = False
     receiver.behaviour = lambda _n: 204 if healthy else 503
+    # Long enough for several attempts (backoff 0.05 s doubling to 0.2 s) even when a loaded CI
+    # machine is slow to make the first one: at 1 s a late first attempt was sometimes the last.
     settings = base_settings(store_url, transport_url, routes=webhook_routes(receiver.url),
-                             delivery={"give_up_after_s": 1.0})
+                             delivery={"give_up_after_s": 2.5})
     client = await make_client(settings)
     rid = await post(client, "W-4")
     case = await wait_state(client, rid, "failed")
