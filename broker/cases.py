@@ -582,7 +582,7 @@ class CaseService:
         found = await self.ledger.read_case(referral_id)
         visible = found is not None and (area is None or found[0].area == area)
         await audit.append_alone(self.ledger, actor, [
-            AuditEntry("case_read", referral_id[:36], "ok" if visible else "not_found")], utcnow())
+            AuditEntry("case_read", referral_id, "ok" if visible else "not_found")], utcnow())
         return found if visible else None
 
     async def delivery_failed(self, *, consumer: str, event_id: str, referral_id: str | None,

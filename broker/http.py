@@ -199,7 +199,7 @@ async def post_answer(request: web.Request) -> web.Response:
     try:
         answer = parse_answer(data)
     except SchemaError as exc:
-        raise await _refuse_invalid(request, principal, "answer_applied", referral_id[:36], exc
+        raise await _refuse_invalid(request, principal, "answer_applied", referral_id, exc
                                     ) from None
     result = await svc.cases.apply_answer(referral_id, answer, body_hash(data),
                                           actor=_actor(request, principal))
