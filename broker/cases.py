@@ -524,7 +524,13 @@ class CaseService:
                 # Re-routed meanwhile: this delivery is history, not the current one.
                 await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)
                 return True
-            if event_type == "referral" and case.state == S.ROUTED:
+            if event_type == "referral":
+                if case.state != S.ROUTED:
+                    # Another channel proved delivery first (a reply while routed, or the inbox):
+                    # the case has its one `delivered` event already.
+                    await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)],
+                                       now)
+                    return True
                 await self.ledger.set_case(conn, case.pk, case.state, state=S.DELIVERED.value,
                                            delivered_at=now, state_changed_at=now)
                 obs.delivered_latency_s = (now - case.received_at).total_seconds()
@@ -605,7 +611,11 @@ class CaseService:
                 await self.ledger.outbox_done(conn, event_id, now)
             case = (await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
                     if referral_id else None)
-            if case is not None and case.area == area:
+            referral_event = _envelope_type(body) == "referral"
+            if case is not None and case.area == area and not (
+                    referral_event and case.state != S.ROUTED):
+                # (A referral whose case is past `routed` reached its intake by another channel:
+                # the dead letter is kept for the operator, but the case did not fail.)
                 if routing_key.startswith("referral.") and case.state == S.ROUTED:
                     await self.ledger.set_case(conn, case.pk, case.state, state=S.FAILED.value,
                                                state_changed_at=now)
@@ -675,6 +685,14 @@ class CaseService:
         if case is None:
             return None
         return case, case.referral()
+
+
+def _envelope_type(body: str) -> str | None:
+    try:
+        env = json.loads(body)
+    except ValueError:
+        return None
+    return str(env.get("type")) if isinstance(env, dict) else None
 
 
 def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from structlog.contextvars import bound_contextvars
 
 from adapters.municipal.envelope import EVENT_ID_HEADER, SIGNATURE_HEADER, render_envelope, sign
 from broker.cases import CaseService
+from broker.failures import is_unavailable, unavailable_reason
 from broker.filedrop import write_atomically
 from broker.ledger import Ledger
 from broker.metrics import Metrics
@@ -28,6 +29,7 @@ from broker.settings import DeliverySettings, Route, Settings
 from broker.transport import (
     H_CREATED_AT,
     H_DEATH_REASON,
+    H_RECEIVER_HAS_IT,
     H_SOURCE_QUEUE,
     Ack,
     DeadLetter,
@@ -99,6 +101,16 @@ class _Worker:
         created = int(msg.headers.get(H_CREATED_AT, int(time.time())))
         return time.time() - created >= self.settings.delivery.give_up_after_s
 
+    def _record_later(self, msg: InboundMessage, exc: Exception, via: str) -> Disposition:
+        """The receiver has the message but the ledger could not record it (the store is away):
+        retry the record only, so the receiver is not sent it again and the case never fails."""
+        if not is_unavailable(exc):
+            raise exc
+        delay = backoff_s(msg.attempt, self.settings.delivery)
+        log.warning("delivery_record_deferred", reason=unavailable_reason(exc),
+                    retry_in_s=round(delay, 2))
+        return Retry(min(delay, 30.0), unavailable_reason(exc), headers={H_RECEIVER_HAS_IT: via})
+
     async def _settle(self, msg: InboundMessage, env: dict[str, Any], outcome: DeliveryOutcome,
                       area: str | None) -> Disposition:
         label = area or "kela"
@@ -147,11 +159,15 @@ class IntakeWorker(_Worker):
                                                     referral_id=referral_id, area=area, via="obsolete")
                     return Ack()
                 env = {**env, "data": case.referral()}
-            outcome = await self._deliver(route, env)
+            already = msg.headers.get(H_RECEIVER_HAS_IT)
+            outcome = DeliveryOutcome(True) if already else await self._deliver(route, env)
             if outcome.ok:
-                await self.cases.mark_delivered(consumer=self.consumer, event_id=msg.event_id,
-                                                referral_id=referral_id, area=area,
-                                                via=route.delivery, event_type=type_ or "referral")
+                try:
+                    await self.cases.mark_delivered(
+                        consumer=self.consumer, event_id=msg.event_id, referral_id=referral_id,
+                        area=area, via=str(already or route.delivery), event_type=type_ or "referral")
+                except Exception as exc:
+                    return self._record_later(msg, exc, route.delivery)
                 log.info("referral_delivered" if type_ == "referral" else f"{type_}_delivered",
                          via=route.delivery)
             return await self._settle(msg, env, outcome, area)
@@ -198,10 +214,14 @@ class KelaUpdatesWorker(_Worker):
             if route is None or route.delivery != "webhook":
                 await self.cases.mark_update_pushed(consumer=self.consumer, event_id=msg.event_id)
                 return Ack()
-            outcome = await self.webhook.post(route, env)
+            already = msg.headers.get(H_RECEIVER_HAS_IT)
+            outcome = DeliveryOutcome(True) if already else await self.webhook.post(route, env)
             if outcome.ok:
-                await self.cases.mark_update_pushed(consumer=self.consumer, event_id=msg.event_id,
-                                                    pushed_referral_id=env.get("referral_id"))
+                try:
+                    await self.cases.mark_update_pushed(consumer=self.consumer, event_id=msg.event_id,
+                                                        pushed_referral_id=env.get("referral_id"))
+                except Exception as exc:
+                    return self._record_later(msg, exc, route.delivery)
                 log.info("update_pushed", type=env.get("type"))
             return await self._settle(msg, env, outcome, None)
 

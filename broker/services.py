@@ -56,11 +56,13 @@ def make_transport(settings: Settings) -> Transport:
     if settings.transport.url == "embedded":
         from broker.transport_embedded import EmbeddedTransport
 
-        return EmbeddedTransport(delivery_limit=settings.transport.delivery_limit)
+        return EmbeddedTransport(delivery_limit=settings.transport.delivery_limit,
+                                 give_up_after_s=settings.delivery.give_up_after_s)
     from broker.transport_rabbitmq import RabbitMQTransport
 
     return RabbitMQTransport(settings.transport.url, delivery_limit=settings.transport.delivery_limit,
-                             retry_tiers_s=settings.transport.retry_tiers_s)
+                             retry_tiers_s=settings.transport.retry_tiers_s,
+                             give_up_after_s=settings.delivery.give_up_after_s)
 
 
 def build_services(settings: Settings, *, transport: Transport | None = None,

@@ -8,16 +8,19 @@ Whether a message is acked, retried later or dead-lettered is decided by the han
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+from broker.failures import is_unavailable, unavailable_reason
 
 __all__ = [
-    "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE", "KELA_UPDATES_QUEUE", "REFERRALS_EXCHANGE",
-    "REPLIES_EXCHANGE", "UNROUTED_QUEUE", "Ack", "DeadLetter", "Disposition", "Handler",
-    "InboundMessage", "OutboundMessage", "PublishError", "Retry", "Transport",
-    "disposition_for_error", "intake_queue", "referral_routing_key", "topic_matches",
-    "update_routing_key",
+    "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE", "H_FAULTS", "H_RECEIVER_HAS_IT",
+    "KELA_UPDATES_QUEUE", "REFERRALS_EXCHANGE", "REPLIES_EXCHANGE", "UNROUTED_QUEUE", "Ack",
+    "DeadLetter", "Disposition", "Handler", "InboundMessage", "OutboundMessage", "PublishError",
+    "Retry", "Transport", "disposition_for_error", "intake_queue", "log_handler_failure",
+    "referral_routing_key", "topic_matches", "update_routing_key",
 ]
 
 REFERRALS_EXCHANGE = "handoff.referrals"
@@ -33,6 +36,11 @@ H_ATTEMPT = "x-handoff-attempt"          # 1 on the first delivery, +1 on each R
 H_CREATED_AT = "x-handoff-created-at"    # unix seconds when the outbox row was written
 H_DEATH_REASON = "x-handoff-death-reason"
 H_SOURCE_QUEUE = "x-handoff-source-queue"
+H_FAULTS = "x-handoff-faults"            # handler errors so far that count towards the poison limit
+H_RECEIVER_HAS_IT = "x-handoff-receiver-has-it"
+"""Set on a retried copy whose receiver already acknowledged it (a 2xx came back) and only the
+ledger's record is missing: the next attempt records, it does not deliver again, and the message is
+never given up on (a case a receiver acknowledged must not become `failed`)."""
 
 
 def intake_queue(area: str) -> str:
@@ -98,6 +106,8 @@ class Retry:
 
     delay_s: float
     reason: str
+    headers: Mapping[str, str | int] = field(default_factory=dict)
+    """Set on the retried copy, over the original's headers."""
 
 
 @dataclass(frozen=True)
@@ -111,16 +121,54 @@ Disposition = Ack | Retry | DeadLetter
 Handler = Callable[[InboundMessage], Awaitable[Disposition]]
 
 
+def _int_header(message: InboundMessage, name: str, default: int) -> int:
+    value = message.headers.get(name, default)
+    if isinstance(value, int):
+        return value
+    return int(value) if value.isascii() and value.isdigit() else default
+
+
 def disposition_for_error(
-    message: InboundMessage, error: BaseException, *, delivery_limit: int, retry_delay_s: float
+    message: InboundMessage,
+    error: BaseException,
+    *,
+    delivery_limit: int,
+    retry_delay_s: float,
+    give_up_after_s: float = 24 * 3600.0,
+    max_unavailable_delay_s: float = 30.0,
+    now: float | None = None,
 ) -> Disposition:
-    """The one policy for a handler that raised, shared by every transport: retry soon, and
-    dead-letter once `attempt` reaches `delivery_limit`, so a poison message never blocks a queue.
-    The reason names only the exception class: its message could carry personal data."""
+    """The one policy for a handler that raised, shared by every transport.
+
+    A store or transport that is unavailable (`broker.failures`) is retried with a backoff capped
+    at `max_unavailable_delay_s` (short, so a recovered database is used within seconds) until
+    `give_up_after_s` after the message was created, and never counts as a fault. Any other error
+    is the message's fault: retried soon, and dead-lettered at the `delivery_limit`-th fault, so a
+    poison message never blocks a queue. Reasons name only exception classes: messages could carry
+    personal data."""
+    if is_unavailable(error):
+        reason = unavailable_reason(error)
+        created = _int_header(message, H_CREATED_AT, 0)
+        clock = time.time() if now is None else now
+        if (created and clock - created >= give_up_after_s
+                and not message.headers.get(H_RECEIVER_HAS_IT)):
+            return DeadLetter(reason=reason)
+        delay = min(max_unavailable_delay_s, retry_delay_s * 2 ** min(message.attempt - 1, 16))
+        return Retry(delay_s=delay, reason=reason)
     reason = f"handler_error: {type(error).__name__}"
-    if message.attempt >= delivery_limit:
+    faults = _int_header(message, H_FAULTS, 0) + 1
+    if faults >= delivery_limit:
         return DeadLetter(reason=reason)
-    return Retry(delay_s=retry_delay_s, reason=reason)
+    return Retry(delay_s=retry_delay_s, reason=reason, headers={H_FAULTS: faults})
+
+
+def log_handler_failure(logger: Any, error: BaseException, attempt: int) -> None:
+    """Expected failures (a store or broker away) at warning without a traceback; the rest, which
+    are bugs or poison, at error with it."""
+    if is_unavailable(error):
+        logger.warning("handler_unavailable", attempt=attempt, reason=unavailable_reason(error))
+    else:
+        logger.error("handler_failed", attempt=attempt, exc_info=True)
 
 
 class PublishError(RuntimeError):

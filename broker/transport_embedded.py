@@ -30,6 +30,7 @@ from broker.transport import (
     PublishError,
     Retry,
     disposition_for_error,
+    log_handler_failure,
     topic_matches,
 )
 
@@ -74,11 +75,13 @@ class EmbeddedTransport:
     name = "embedded"
     durable = False
 
-    def __init__(self, *, delivery_limit: int = 5, error_retry_delay_s: float = 1.0) -> None:
+    def __init__(self, *, delivery_limit: int = 5, error_retry_delay_s: float = 1.0,
+                 give_up_after_s: float = 24 * 3600.0) -> None:
         if delivery_limit < 1:
             raise ValueError(f"delivery_limit must be at least 1, got {delivery_limit}")
         self._delivery_limit = delivery_limit
         self._error_retry_delay_s = error_retry_delay_s
+        self._give_up_after_s = give_up_after_s
         self._areas: set[str] = set()
         self._topology: Topology | None = None
         self._queues: dict[str, asyncio.Queue[_Envelope]] = {}
@@ -192,12 +195,13 @@ class EmbeddedTransport:
                 if not isinstance(disposition, Ack | Retry | DeadLetter):
                     raise TypeError(f"handler returned {type(disposition).__name__}")
             except Exception as exc:
-                _log.error("handler_failed", attempt=envelope.attempt, exc_info=True)
+                log_handler_failure(_log, exc, envelope.attempt)
                 return disposition_for_error(
                     message,
                     exc,
                     delivery_limit=self._delivery_limit,
                     retry_delay_s=self._error_retry_delay_s,
+                    give_up_after_s=self._give_up_after_s,
                 )
             return disposition
 
@@ -210,7 +214,7 @@ class EmbeddedTransport:
                 envelope,
                 attempt=attempt,
                 redelivered=False,
-                headers={**envelope.headers, H_ATTEMPT: attempt},
+                headers={**envelope.headers, **disposition.headers, H_ATTEMPT: attempt},
             )
             self._schedule(max(0.0, disposition.delay_s), queue, again)
             _log.info(

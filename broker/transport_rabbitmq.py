@@ -52,6 +52,7 @@ from broker.transport import (
     PublishError,
     Retry,
     disposition_for_error,
+    log_handler_failure,
 )
 
 __all__ = ["RabbitMQTransport"]
@@ -166,6 +167,7 @@ class RabbitMQTransport:
         delivery_limit: int = 5,
         retry_tiers_s: Sequence[float] = (1, 5, 30, 120, 300),
         error_retry_delay_s: float = 1.0,
+        give_up_after_s: float = 24 * 3600.0,
         publish_timeout_s: float = 10.0,
         reconnect_interval_s: float = 2.0,
         connection_name: str = "kela-handoff",
@@ -178,6 +180,7 @@ class RabbitMQTransport:
         self._delivery_limit = delivery_limit
         self._retry_tiers_s = tuple(retry_tiers_s)
         self._error_retry_delay_s = error_retry_delay_s
+        self._give_up_after_s = give_up_after_s
         self._publish_timeout_s = publish_timeout_s
         self._reconnect_interval_s = reconnect_interval_s
         self._connection_name = connection_name
@@ -390,12 +393,13 @@ class RabbitMQTransport:
             if not isinstance(disposition, Ack | Retry | DeadLetter):
                 raise TypeError(f"handler returned {type(disposition).__name__}")
         except Exception as exc:
-            _log.error("handler_failed", attempt=message.attempt, exc_info=True)
+            log_handler_failure(_log, exc, message.attempt)
             return disposition_for_error(
                 message,
                 exc,
                 delivery_limit=self._delivery_limit,
                 retry_delay_s=self._error_retry_delay_s,
+                give_up_after_s=self._give_up_after_s,
             )
         return disposition
 
@@ -429,7 +433,12 @@ class RabbitMQTransport:
         copy = _amqp_message(
             event_id=message.event_id,
             body=message.body,
-            headers={**message.headers, H_ATTEMPT: attempt, _H_ROUTING_KEY: message.routing_key},
+            headers={
+                **message.headers,
+                **retry.headers,
+                H_ATTEMPT: attempt,
+                _H_ROUTING_KEY: message.routing_key,
+            },
             content_type=content_type,
         )
         await self._confirmed(
