@@ -128,7 +128,7 @@ def amqp_vhost_url() -> Iterator[str]:
 
 TEST_QUEUES = ["handoff.intake.08", "handoff.intake.90", "handoff.intake.19", "handoff.intake.03",
                "handoff.intake.91", "handoff.kela.updates", "handoff.dead", "handoff.unrouted",
-               "handoff.retry.200ms", "handoff.retry.1s", "handoff.retry.5s"]
+               "handoff.delay.200ms", "handoff.delay.1s", "handoff.delay.5s"]
 
 
 async def _delete_queues(url: str) -> None:

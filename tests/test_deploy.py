@@ -694,3 +694,23 @@ def test_dockerfile() -> None:
     assert re.search(r"^EXPOSE 8080$", text, re.M)
     assert re.search(r"^HEALTHCHECK .*", text, re.M) and "/healthz" in text
     assert re.search(r'^CMD \["handoff", "run"\]$', text, re.M)
+
+
+def test_dead_letter_policy_is_the_same_in_definitions_and_k8s() -> None:
+    """At-least-once dead-lettering must hold wherever the topology is deployed."""
+    with DEFINITIONS.open(encoding="utf-8") as fh:
+        (policy,) = json.load(fh)["policies"]
+    (k8s,) = _yaml_docs(K8S / "rabbitmq-policy.yaml")
+    spec = k8s["spec"]
+    assert spec["name"] == policy["name"]
+    assert spec["pattern"] == policy["pattern"]
+    assert spec["applyTo"] == policy["apply-to"] == "queues"
+    assert spec["definition"] == policy["definition"] == {
+        "dead-letter-strategy": "at-least-once", "overflow": "reject-publish"}
+    assert re.fullmatch(policy["pattern"], "handoff.intake.08")
+    assert re.fullmatch(policy["pattern"], "handoff.kela.updates")
+    assert not re.fullmatch(policy["pattern"], "handoff.dead")
+    tiers = [q for q in json.load(DEFINITIONS.open(encoding="utf-8"))["queues"]
+             if q["name"].startswith("handoff.delay.")]
+    assert tiers and all(q["arguments"]["x-dead-letter-strategy"] == "at-least-once"
+                         and q["arguments"]["x-overflow"] == "reject-publish" for q in tiers)

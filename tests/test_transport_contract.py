@@ -68,7 +68,7 @@ from broker.transport_rabbitmq import RabbitMQTransport
 AMQP_URL = os.environ.get("HANDOFF_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"
 
-# Small tiers keep the suite fast. The names encode the delay ("handoff.retry.200ms"), and "1s"
+# Small tiers keep the suite fast. The names encode the delay ("handoff.delay.200ms"), and "1s"
 # has the production TTL, so these never clash with queues declared by another configuration.
 RETRY_TIERS_S = (0.2, 1.0)
 DELIVERY_LIMIT = 5
@@ -550,7 +550,7 @@ def test_topology_skips_kela_and_names_tiers_by_delay() -> None:
     names = {q.name for q in topology.queues}
     assert {"handoff.intake.08", "handoff.intake.91"} <= names
     assert "handoff.intake.kela" not in names
-    assert {"handoff.retry.200ms", "handoff.retry.1s", "handoff.retry.300s"} <= names
+    assert {"handoff.delay.200ms", "handoff.delay.1s", "handoff.delay.300s"} <= names
     assert retry_tier_queue(0.2) not in topology.consumable_queues
     assert pick_retry_tier((1, 5, 30), 0) == 1
     assert pick_retry_tier((1, 5, 30), 2) == 5
