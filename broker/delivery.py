@@ -23,7 +23,7 @@ from adapters.municipal.envelope import EVENT_ID_HEADER, SIGNATURE_HEADER, rende
 from broker.cases import CaseService
 from broker.failures import is_unavailable, unavailable_reason
 from broker.filedrop import write_atomically
-from broker.ledger import Ledger
+from broker.ledger import Ledger, utcnow
 from broker.metrics import Metrics
 from broker.settings import DeliverySettings, Route, Settings
 from broker.transport import (
@@ -101,6 +101,17 @@ class _Worker:
         created = int(msg.headers.get(H_CREATED_AT, int(time.time())))
         return time.time() - created >= self.settings.delivery.give_up_after_s
 
+    async def _seen(self, msg: InboundMessage) -> None:
+        """Tell the reconciliation sweep that this event is alive in the retry tiers, not lost.
+        Best effort: if the store is away the sweep may republish it later, which consumers and
+        receivers drop as a repeat."""
+        try:
+            await self.ledger.outbox_attempted(msg.event_id, utcnow())
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            log.info("outbox_attempt_not_recorded", reason=unavailable_reason(exc))
+
     def _record_later(self, msg: InboundMessage, exc: Exception, via: str) -> Disposition:
         """The receiver has the message but the ledger could not record it (the store is away):
         retry the record only, so the receiver is not sent it again and the case never fails."""
@@ -119,6 +130,7 @@ class _Worker:
             return Ack()
         if not self._give_up(msg):
             self.metrics.deliveries.labels(area=label, outcome="retried").inc()
+            await self._seen(msg)
             delay = backoff_s(msg.attempt, self.settings.delivery)
             log.info("delivery_attempt_failed", reason=outcome.reason, attempt=msg.attempt,
                      retry_in_s=round(delay, 2))

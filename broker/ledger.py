@@ -57,6 +57,8 @@ _CASE_BY_REFERENCE = (sa.select(cases).where(cases.c.kela_reference == sa.bindpa
 _CASE_BY_SENDER_REFERENCE = _CASE_BY_REFERENCE.where(cases.c.sender == sa.bindparam("sender"))
 _OUTBOX_DONE = (sa.update(outbox).where(outbox.c.event_id == sa.bindparam("done_event_id"))
                 .values(status="done", done_at=sa.bindparam("done_at")))
+_OUTBOX_ATTEMPTED = (sa.update(outbox).where(outbox.c.event_id == sa.bindparam("attempted_event_id"))
+                     .values(attempted_at=sa.bindparam("attempted_at")))
 _MARK_PROCESSED = {
     "postgresql": pg_insert(processed).on_conflict_do_nothing(index_elements=["consumer", "event_id"]),
     "sqlite": sqlite_insert(processed).on_conflict_do_nothing(index_elements=["consumer", "event_id"]),
@@ -393,6 +395,11 @@ class Ledger:
             result = await conn.execute(sa.update(outbox).where(outbox.c.status == "sent")
                                         .values(status="pending"))
         return int(result.rowcount or 0)
+
+    async def outbox_attempted(self, event_id: str, at: dt.datetime) -> None:
+        """A worker tried this event and will retry it: alive, not lost (`broker.reconcile`)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(_OUTBOX_ATTEMPTED, {"attempted_event_id": event_id, "attempted_at": at})
 
     async def outbox_pending(self) -> int:
         async with self.engine.connect() as conn:

@@ -111,6 +111,14 @@ class Metrics:
                                              registry=r)
         self.dead_letters = Counter("handoff_dead_letters_total", "Messages dead-lettered.",
                                     ["reason"], registry=r)
+        self.reconcile_sweeps = Counter("handoff_reconcile_sweeps_total",
+                                        "Reconciliation sweeps run.", registry=r)
+        self.reconcile_found = Counter(
+            "handoff_reconcile_found_total",
+            "Outbox events the sweep found: settled (retired) or republished (lost in transit).",
+            ["result"], registry=r)
+        for result in ("settled", "republished"):
+            self.reconcile_found.labels(result=result)
         self.gauges = LedgerGauges()
         r.register(self.gauges)
         # Known label sets start at 0, so rate() and increase() see the first event of a process.

@@ -44,9 +44,9 @@ from broker.transport import (
 )
 
 __all__ = [
+    "DEAD_LETTER_POLICY",
     "RETRY_EXCHANGE",
     "RETRY_RETURN_EXCHANGE",
-    "DEAD_LETTER_POLICY",
     "BindingSpec",
     "ExchangeSpec",
     "PolicySpec",

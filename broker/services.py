@@ -17,6 +17,7 @@ from broker.file_replies import FileReplyScanner
 from broker.ledger import Ledger
 from broker.metrics import Metrics
 from broker.rate_limits import RateLimiter
+from broker.reconcile import ReconciliationSweep
 from broker.relay import OutboxRelay
 from broker.retention import RetentionJob
 from broker.routing import Classification
@@ -39,6 +40,7 @@ class Services:
     limiter: RateLimiter
     cases: CaseService
     relay: OutboxRelay
+    sweep: ReconciliationSweep
     http_client: aiohttp.ClientSession
     intake_worker: IntakeWorker
     kela_worker: KelaUpdatesWorker
@@ -94,6 +96,7 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
     return Services(
         settings=settings, classification=classification, ledger=ledger, transport=transport,
         metrics=metrics, tokens=tokens, limiter=limiter, cases=cases, relay=relay,
+        sweep=ReconciliationSweep(ledger, transport, settings.reconcile, metrics),
         http_client=http_client, intake_worker=IntakeWorker(*args), kela_worker=KelaUpdatesWorker(*args),
         dead_recorder=DeadLetterRecorder(*args),
         sla_clock=SlaClock(ledger, cases, interval_s=settings.sla.clock_interval_s),

@@ -102,6 +102,17 @@ class RelaySettings(_Section):
     poll_interval_s: float = Field(default=0.5, gt=0)
 
 
+class ReconcileSettings(_Section):
+    """The reconciliation sweep (`broker.reconcile`): the ledger's answer to a lost message."""
+
+    after_s: float = Field(
+        default=900.0, gt=0, description="A published event that no consumer settled and no worker "
+        "tried for this long is published again; keep it above the longest retry tier plus the "
+        "delivery timeout.")
+    interval_s: float = Field(default=60.0, gt=0, description="Seconds between sweeps.")
+    batch_size: int = Field(default=500, ge=1, description="Outbox rows examined per sweep.")
+
+
 class RoutingSettings(_Section):
     max_returns: int = Field(default=2, ge=0)
 
@@ -182,6 +193,7 @@ class Settings(_Section):
     transport: TransportSettings = TransportSettings()
     delivery: DeliverySettings = DeliverySettings()
     relay: RelaySettings = RelaySettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     routing: RoutingSettings = RoutingSettings()
     sla: SlaPolicy = SlaPolicy()
     retention: RetentionSettings = RetentionSettings()

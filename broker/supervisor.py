@@ -1,4 +1,5 @@
-"""The one owner of every background task: relay, consumers, SLA clock, retention purge.
+"""The one owner of every background task: relay, reconciliation sweep, consumers, SLA clock,
+retention purge.
 
 Start: migrate, connect the transport, re-queue unfinished work of a non-durable transport, then run
 tasks in one TaskGroup. Stop (SIGTERM): stop intake, let in-flight work finish within the timeout,
@@ -44,7 +45,7 @@ class Supervisor:
         svc = self.services
         prefetch = svc.settings.transport.prefetch
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-            ("relay", svc.relay.run), ("sla_clock", svc.sla_clock.run)]
+            ("relay", svc.relay.run), ("reconcile", svc.sweep.run), ("sla_clock", svc.sla_clock.run)]
         if any(r.delivery == "files" for r in svc.settings.routes):
             jobs.append(("file_replies", svc.file_replies.run))
         if svc.settings.retention.schedule_interval_s > 0:

@@ -193,6 +193,8 @@ outbox = Table(
     Column("published_at", TS, nullable=True),
     Column("done_at", TS, nullable=True),
     Column("publish_attempts", Integer, nullable=False, default=0),
+    # When a worker last tried the message (failed attempts only): alive, not lost (0005).
+    Column("attempted_at", TS, nullable=True),
     Index("ix_outbox_status_id", "status", "id"),
     Index("ix_outbox_referral", "referral_id"),
 )

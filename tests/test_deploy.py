@@ -63,6 +63,7 @@ LABEL_VALUES = {
     "urgency": {u.value for u in Urgency},
     "kind": {k.value for k in Kind},
     "channel": {"api", "xml"},
+    "result": {"settled", "republished"},
 }
 
 
