@@ -5,6 +5,7 @@ Domain errors are raised, never turned into responses here: `broker.http_errors`
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -358,17 +359,23 @@ async def healthz(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
+    """Ready means "send me referrals": the ledger answers and the process accepts. A transport
+    that is down does not make a replica unready, because the outbox holds what is accepted until
+    the broker is back; pulling every replica then would turn a broker outage into an intake outage.
+    The body (and `handoff_transport_connected`) says the transport is degraded."""
     svc = _svc(request)
-    store = await svc.ledger.ping()
-    transport = await svc.transport.is_ready()
-    ready = store and transport and svc.accepting
-    return _json({"status": "ready" if ready else "not_ready", "store": store,
-                  "transport": transport, "accepting": svc.accepting}, 200 if ready else 503)
+    store, transport = await asyncio.gather(svc.ledger.ping(), svc.transport.is_ready())
+    ready = store and svc.accepting
+    degraded = [] if transport else ["transport"]
+    status = "not_ready" if not ready else "degraded" if degraded else "ready"
+    return _json({"status": status, "store": store, "transport": transport,
+                  "degraded": degraded, "accepting": svc.accepting}, 200 if ready else 503)
 
 
 @routes.get("/metrics", name="metrics")
 async def metrics(request: web.Request) -> web.Response:
     svc = _svc(request)
+    svc.metrics.transport_connected.set(1 if await svc.transport.is_ready() else 0)
     await svc.metrics.gauges.refresh(svc.ledger)
     body = generate_latest(svc.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

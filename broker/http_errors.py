@@ -19,6 +19,7 @@ from structlog.contextvars import bound_contextvars
 from broker.access_log import loggable_url, response_bytes
 from broker.auth import PRINCIPAL
 from broker.errors import HandoffError, InvalidInput
+from broker.failures import is_unavailable, unavailable_reason
 
 __all__ = ["REQUEST_ID", "error_middleware"]
 
@@ -26,6 +27,10 @@ __all__ = ["REQUEST_ID", "error_middleware"]
 REQUEST_ID: web.RequestKey[str] = web.RequestKey("request_id", str)
 
 log = structlog.get_logger("broker.http")
+
+# Seconds a client is asked to wait after a 503 for an unavailable store: outages seen in practice
+# (a failover, a restart) last seconds to a minute.
+RETRY_AFTER_S = 5
 
 
 def _route_name(request: web.Request) -> str:
@@ -54,10 +59,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},
                 status=exc.status, headers={k: v for k, v in exc.headers.items()
                                             if k.lower() in ("allow",)})
-        except Exception:
-            log.exception("request_failed", method=request.method, route=route)
-            response = web.json_response(
-                {"error": {"code": "internal_error", "message": "internal error"}}, status=500)
+        except Exception as exc:
+            if is_unavailable(exc):
+                # The store (or the broker) is away: the client should come back, not give up.
+                log.warning("request_unavailable", method=request.method, route=route,
+                            reason=unavailable_reason(exc))
+                response = web.json_response(
+                    {"error": {"code": "unavailable",
+                               "message": "the service cannot reach its ledger; retry later"}},
+                    status=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+            else:
+                log.exception("request_failed", method=request.method, route=route)
+                response = web.json_response(
+                    {"error": {"code": "internal_error", "message": "internal error"}}, status=500)
         response.headers["X-Request-Id"] = request_id
         principal = request.get(PRINCIPAL)
         log.info("request_handled", method=request.method, route=route, url=loggable_url(request),

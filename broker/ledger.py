@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -144,23 +145,39 @@ class Ledger:
         self.engine = engine
         self.is_postgres = engine.dialect.name == "postgresql"
         self._sqlite_writer = asyncio.Lock()
+        self._sqlite_path: Path | None = None
+        self._min_free_bytes = 0
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 10, echo: bool = False) -> Ledger:
+    def from_url(cls, url: str, *, pool_size: int = 10, echo: bool = False,
+                 connect_timeout_s: float = 5.0, statement_timeout_s: float = 30.0,
+                 pool_timeout_s: float = 5.0, min_free_disk_mb: int = 0) -> Ledger:
         kwargs: dict[str, Any] = {"echo": echo}
+        sqlite_path: Path | None = None
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                sqlite_path = Path(path)
+                sqlite_path.parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+            kwargs.update(
+                pool_size=pool_size, max_overflow=pool_size, pool_timeout=pool_timeout_s,
+                connect_args={
+                    "timeout": connect_timeout_s,
+                    # Client side: a frozen server never answers, so no server setting can help.
+                    "command_timeout": statement_timeout_s,
+                    "server_settings": {"statement_timeout": str(round(statement_timeout_s * 1000))},
+                })
         engine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             _tune_sqlite(engine)
         else:
             _ping_on_checkout(engine)
-        return cls(engine)
+        ledger = cls(engine)
+        ledger._sqlite_path = sqlite_path
+        ledger._min_free_bytes = min_free_disk_mb * 1024 * 1024
+        return ledger
 
     async def migrate(self) -> None:
         """Bring the schema to head with Alembic; several processes may start at once on PostgreSQL."""
@@ -177,9 +194,18 @@ class Ledger:
     async def dispose(self) -> None:
         await self.engine.dispose()
 
-    async def ping(self) -> bool:
+    async def ping(self, timeout_s: float = 1.5) -> bool:
+        """Whether the ledger can take writes now: answers within `timeout_s` (a frozen database
+        must not hold /readyz), and for SQLite, enough free disk for the next commits."""
+        if self._sqlite_path is not None and self._min_free_bytes:
+            try:
+                free = shutil.disk_usage(self._sqlite_path.parent).free
+            except OSError:
+                return False
+            if free < self._min_free_bytes:
+                return False
         try:
-            async with self.engine.connect() as conn:
+            async with asyncio.timeout(timeout_s), self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
         except Exception:  # readiness reports any failure as not ready
             return False

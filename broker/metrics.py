@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -119,6 +119,10 @@ class Metrics:
             ["result"], registry=r)
         for result in ("settled", "republished"):
             self.reconcile_found.labels(result=result)
+        self.transport_connected = Gauge(
+            "handoff_transport_connected",
+            "1 when this process's transport can publish; 0 while it is degraded (the outbox holds "
+            "accepted work until it is back).", registry=r)
         self.gauges = LedgerGauges()
         r.register(self.gauges)
         # Known label sets start at 0, so rate() and increase() see the first event of a process.

@@ -71,8 +71,12 @@ def build_services(settings: Settings, *, transport: Transport | None = None,
                    metrics: Metrics | None = None) -> Services:
     """Build (not start) everything; `broker.supervisor` starts and stops it in order."""
     classification = Classification.load()
-    ledger = Ledger.from_url(settings.store.url, pool_size=settings.store.pool_size,
-                             echo=settings.store.echo)
+    store = settings.store
+    ledger = Ledger.from_url(store.url, pool_size=store.pool_size, echo=store.echo,
+                             connect_timeout_s=store.connect_timeout_s,
+                             statement_timeout_s=store.statement_timeout_s,
+                             pool_timeout_s=store.pool_timeout_s,
+                             min_free_disk_mb=store.min_free_disk_mb)
     transport = transport or make_transport(settings)
     metrics = metrics or Metrics()
     relay = OutboxRelay(ledger, transport, settings.relay)

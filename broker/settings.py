@@ -66,6 +66,14 @@ class StoreSettings(_Section):
     url: str = "sqlite+aiosqlite:///./var/handoff.db"
     pool_size: int = 10
     echo: bool = False
+    # Deadlines against a database that is down or frozen (SIGSTOP, a hung network): a request
+    # fails with 503 within them instead of hanging, and a consumer's message is retried.
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="Opening a PostgreSQL connection.")
+    statement_timeout_s: float = Field(
+        default=30.0, gt=0, description="One PostgreSQL statement (client side and server side).")
+    pool_timeout_s: float = Field(default=5.0, gt=0, description="Waiting for a pooled connection.")
+    min_free_disk_mb: int = Field(
+        default=64, ge=0, description="SQLite: /readyz is not ready below this much free disk.")
 
     @field_validator("url")
     @classmethod

@@ -15,8 +15,9 @@ from typing import Any
 
 import structlog
 
+from broker.failures import is_unavailable, unavailable_reason
 from broker.services import Services
-from broker.transport import DEAD_LETTER_QUEUE, KELA_UPDATES_QUEUE, intake_queue
+from broker.transport import DEAD_LETTER_QUEUE, KELA_UPDATES_QUEUE, Handler, intake_queue
 
 __all__ = ["Supervisor"]
 
@@ -31,11 +32,20 @@ class Supervisor:
         self._main: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
+        self._transport_up = asyncio.Event()
 
     async def start_resources(self) -> None:
         svc = self.services
         await svc.ledger.migrate()
-        await svc.transport.start(svc.settings.intake_areas)
+        try:
+            await svc.transport.start(svc.settings.intake_areas)
+            self._transport_up.set()
+        except Exception as exc:
+            if not is_unavailable(exc):
+                raise
+            # Intake works without the broker: the outbox keeps what is accepted, and the
+            # `transport_connect` job connects when the broker comes.
+            log.warning("transport_unavailable_at_start", reason=unavailable_reason(exc))
         if not svc.transport.durable:
             requeued = await svc.ledger.requeue_unfinished()
             if requeued:
@@ -50,14 +60,40 @@ class Supervisor:
             jobs.append(("file_replies", svc.file_replies.run))
         if svc.settings.retention.schedule_interval_s > 0:
             jobs.append(("retention", svc.retention.run))
+        if not self._transport_up.is_set():
+            jobs.append(("transport_connect", self._connect_transport))
         for area in svc.settings.intake_areas:
-            jobs.append((f"consume_{area}", lambda a=area: svc.transport.consume(  # type: ignore[misc]
-                intake_queue(a), svc.intake_worker.handle, prefetch=prefetch)))
-        jobs.append(("consume_kela", lambda: svc.transport.consume(
-            KELA_UPDATES_QUEUE, svc.kela_worker.handle, prefetch=prefetch)))
-        jobs.append(("consume_dead", lambda: svc.transport.consume(
-            DEAD_LETTER_QUEUE, svc.dead_recorder.handle, prefetch=4)))
+            jobs.append((f"consume_{area}", lambda a=area: self._consume(  # type: ignore[misc]
+                intake_queue(a), svc.intake_worker.handle, prefetch)))
+        jobs.append(("consume_kela", lambda: self._consume(
+            KELA_UPDATES_QUEUE, svc.kela_worker.handle, prefetch)))
+        jobs.append(("consume_dead", lambda: self._consume(
+            DEAD_LETTER_QUEUE, svc.dead_recorder.handle, 4)))
         return jobs
+
+    async def _connect_transport(self) -> None:
+        """Until the broker answers: try to connect, backing off from 1 s to 30 s."""
+        svc = self.services
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                await svc.transport.start(svc.settings.intake_areas)
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                log.info("transport_still_unavailable", reason=unavailable_reason(exc),
+                         retry_in_s=delay)
+                delay = min(30.0, delay * 2)
+                continue
+            self._transport_up.set()
+            svc.relay.notify()  # publish what the outbox absorbed meanwhile
+            log.info("transport_connected_late")
+            return
+
+    async def _consume(self, queue: str, handler: Handler, prefetch: int) -> None:
+        await self._transport_up.wait()
+        await self.services.transport.consume(queue, handler, prefetch=prefetch)
 
     async def start(self) -> None:
         """Prepare resources and start the task group; returns once every job is running."""
