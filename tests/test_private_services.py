@@ -59,7 +59,6 @@ async def test_rabbitmq_keeps_confirmed_messages_across_restart_and_kill9(
     assert rabbit.os_pid() != beam
     assert await _bodies(rabbit.url) == [b"before-restart", b"before-kill"]
     assert QUEUE in await rabbit.queue_depths()
-    print("rabbitmq start seconds", rabbit.start_seconds)
     assert all(s < 30 for s in rabbit.start_seconds), rabbit.start_seconds
 
 
@@ -96,12 +95,12 @@ async def test_postgres_keeps_committed_rows_across_restart_and_kill9(
 
 async def test_frozen_postgres_times_out_connects_until_thawed(private_postgres: PrivatePostgres) -> None:
     pg = private_postgres
-    pg.freeze()
+    await pg.freeze()
     try:
         with pytest.raises(TimeoutError):
             await asyncpg.connect(pg.dsn, timeout=1)
     finally:
-        pg.thaw()
+        await pg.thaw()
     conn = await asyncpg.connect(pg.dsn, timeout=10)
     try:
         assert await conn.fetchval("SELECT 1") == 1
