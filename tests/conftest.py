@@ -25,6 +25,9 @@ from broker.auth import hash_token
 from broker.services import SERVICES, Services
 from broker.settings import Settings
 
+# Fault tests that stop or kill a broker or a database get their own instance (issue 15).
+from tests.private_services import private_postgres, private_rabbitmq  # noqa: F401
+
 PG_DSN_ADMIN = os.environ.get("HANDOFF_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("HANDOFF_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 IN_CI = os.environ.get("CI") == "true"

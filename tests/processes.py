@@ -196,7 +196,8 @@ async def case_events(base: str, referral_id: str) -> dict[str, Any]:
         return body
 
 
-# --- RabbitMQ, read-only here (the fault tests also use rabbitmqctl to break it) -----------------
+# --- RabbitMQ, read-only here (the shared broker's vhost; a test that stops or kills a broker uses
+# its own, tests/private_services.py) -----------------------------------------------------------
 
 
 def rabbitmqctl_path() -> str:
@@ -233,8 +234,12 @@ async def rabbitmqctl(*args: str, timeout: float = 60) -> str:
     return out.decode()
 
 
-async def queue_depths(vhost: str) -> dict[str, int]:
-    out = await rabbitmqctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
+Ctl = Callable[..., Awaitable[str]]
+"""A rabbitmqctl runner: `rabbitmqctl` (the shared broker) or a `PrivateRabbitMQ.rabbitmqctl`."""
+
+
+async def queue_depths(vhost: str, ctl: Ctl = rabbitmqctl) -> dict[str, int]:
+    out = await ctl("list_queues", "-p", vhost, "name", "messages", "--no-table-headers")
     depths: dict[str, int] = {}
     for line in out.splitlines():
         parts = line.split()
@@ -319,9 +324,10 @@ class LedgerAudit:
 
 
 async def wait_quiet(receiver: Receiver, ledger: LedgerAudit, vhost: str, referral_ids: set[str],
-                      timeout: float = QUIET_TIMEOUT_S) -> None:
+                      timeout: float = QUIET_TIMEOUT_S, *, ctl: Ctl = rabbitmqctl) -> None:
     """Until every accepted referral reached the webhook and is `delivered` in the ledger, the outbox
-    is finished and the vhost's queues (intake, retry, dead) are empty: no duplicate is in flight."""
+    is finished and the vhost's queues (intake, retry, dead) are empty: no duplicate is in flight.
+    `ctl` lists the queues: the shared broker's rabbitmqctl unless a test runs its own broker."""
 
     async def at_receiver() -> bool:
         return referral_ids <= set(receiver.referral_ids())
@@ -333,7 +339,7 @@ async def wait_quiet(receiver: Receiver, ledger: LedgerAudit, vhost: str, referr
     async def settled() -> bool:
         if await ledger.unfinished_outbox():
             return False
-        return not any((await queue_depths(vhost)).values())
+        return not any((await queue_depths(vhost, ctl)).values())
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -1,6 +1,11 @@
 """Faults on the production pair (RabbitMQ + PostgreSQL): connections closed by the broker, a broker
 restart, and a SIGKILLed process next to a live one, each injected mid-stream.
 
+The restart stops and starts a RabbitMQ node of the test's own (`private_rabbitmq`, on other
+ports), never the machine's shared broker, which other runs use meanwhile (issue 15). The other
+faults stay on the shared broker: closing the connections of the test's own vhost touches nobody
+else.
+
 Each test runs the real `handoff run` as subprocesses, streams a few hundred referrals, injects the
 fault when the N-th referral has been accepted, and then waits (on conditions, with timeouts) until the
 system is quiet. It then checks the promise of a 202: every accepted referral reached the webhook, is
@@ -11,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +23,13 @@ import aiohttp
 import pytest
 
 from broker.ledger import Ledger, utcnow
+from tests.private_services import PrivateRabbitMQ
 from tests.processes import (
     LedgerAudit,
     assert_delivered_once,
     delivered_count,
     production_pair,
     rabbitmqctl,
-    rabbitmqctl_path,
     send,
     send_until_all_accepted,
     service_process,
@@ -42,14 +46,7 @@ REFERRALS = 300
 FAULT_AT = 100  # inject the fault once this many referrals have been accepted
 
 
-# --- RabbitMQ control (the shared helpers are in tests/processes.py) -----------------------------
-
-
-def _ensure_rabbit_app_running() -> None:
-    """Blocking on purpose: runs from `finally:` even when the test's loop is being torn down."""
-    ctl = rabbitmqctl_path()
-    subprocess.run([ctl, "-q", "start_app"], check=True, capture_output=True, timeout=60)
-    subprocess.run([ctl, "-q", "await_startup"], check=True, capture_output=True, timeout=60)
+# --- RabbitMQ observation (the shared helpers are in tests/processes.py) -------------------------
 
 
 async def _connection_pids(vhost: str) -> set[str]:
@@ -120,11 +117,14 @@ async def test_broker_closes_all_connections_mid_stream(tmp_path: Path, store_ur
         await receiver.stop()
 
 
-@production_pair
-async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, transport_url: str) -> None:
-    vhost = vhost_of(transport_url)
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str,
+                                           private_rabbitmq: PrivateRabbitMQ) -> None:
+    """A full stop and start of the broker's node (durable queues and persistent messages kept on
+    its disk); the test's own node, so the default vhost is the test's alone."""
+    rabbit = private_rabbitmq
     receiver = await Receiver().start()
-    service = service_process(tmp_path, "svc", store_url=store_url, transport_url=transport_url,
+    service = service_process(tmp_path, "svc", store_url=store_url, transport_url=rabbit.url,
                               hook_url=receiver.url)
     ledger = LedgerAudit(store_url)
     refs = [f"RESTART-{i}" for i in range(REFERRALS)]
@@ -140,7 +140,7 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
 
         async def stop_broker() -> None:
             await trigger.wait()
-            await rabbitmqctl("stop_app")
+            await rabbit.stop()
 
         accepted: dict[str, str] = {}
 
@@ -148,23 +148,19 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
             accepted.update(await send([service.base], streamed, on_accepted=on_accepted,
                                        all_accepted=True))
 
-        try:
-            await asyncio.gather(stop_broker(), stream())
+        await asyncio.gather(stop_broker(), stream())
 
-            async def transport_down() -> bool:
-                status, body = await _readyz(service.base)
-                return status == 503 and body["transport"] is False
+        async def transport_down() -> bool:
+            status, body = await _readyz(service.base)
+            return status == 503 and body["transport"] is False
 
-            await until(transport_down, 15, "/readyz reports the transport down")
-            down = await send([service.base], while_down, all_accepted=True)  # the ledger accepts
-            accepted.update(down)
-            status, body = await _readyz(service.base)  # still down: those were accepted meanwhile
-            assert status == 503
-            assert body["transport"] is False and body["store"] is True and body["accepting"] is True
-            await rabbitmqctl("start_app")
-            await rabbitmqctl("await_startup")
-        finally:
-            _ensure_rabbit_app_running()
+        await until(transport_down, 15, "/readyz reports the transport down")
+        down = await send([service.base], while_down, all_accepted=True)  # the ledger accepts
+        accepted.update(down)
+        status, body = await _readyz(service.base)  # still down: those were accepted meanwhile
+        assert status == 503
+        assert body["transport"] is False and body["store"] is True and body["accepting"] is True
+        await rabbit.start()  # the same node, port and data directory
 
         async def transport_up() -> bool:
             return (await _readyz(service.base))[0] == 200
@@ -172,7 +168,7 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str, trans
         await until(transport_up, 30, "/readyz is ready again after the restart", interval=0.2)
         accepted.update(await send([service.base], after, all_accepted=True))
         assert set(accepted) == set(refs)
-        await wait_quiet(receiver, ledger, vhost, set(accepted.values()))
+        await wait_quiet(receiver, ledger, "/", set(accepted.values()), ctl=rabbit.rabbitmqctl)
         await assert_delivered_once(receiver, ledger, service.base, accepted)
         assert service.terminate() == 0
     finally:
