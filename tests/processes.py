@@ -108,7 +108,7 @@ class ServiceProcess:
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 30) -> ServiceProcess:
+    async def start(self, timeout: float = 30, wait_for_status: str = "ready") -> ServiceProcess:
         env = {**os.environ, "HANDOFF_CONFIG": str(self.config), SECRET_ENV: SECRET}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "run"], env=env,
@@ -120,7 +120,8 @@ class ServiceProcess:
                     raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
                 try:
                     async with http.get(f"{self.base}/readyz") as r:
-                        if r.status == 200:
+                        # "ready", not "degraded": the transport is connected too.
+                        if r.status == 200 and (await r.json()).get("status") == wait_for_status:
                             return self
                 except aiohttp.ClientError:
                     pass
