@@ -53,7 +53,9 @@ secret_env = "{SECRET_ENV}"
 def write_config(path: Path, *, port: int, store_url: str, transport_url: str, hook_url: str,
                  give_up_after_s: float = 120, log_level: str = "warning",
                  file_scan_interval_s: float = 1.0, relay_poll_s: float = 0.1,
-                 routes: str | None = None, extra: str = "") -> Path:
+                 retry_tiers_s: tuple[float, ...] = (0.2, 1, 5),
+                 backoff_s: tuple[float, float] = (0.1, 0.5), prefetch: int = 32,
+                 store_extra: str = "", routes: str | None = None, extra: str = "") -> Path:
     """A `handoff run` config for the process tests: short retries and timeouts, JSON logs, the
     test parties; `routes` replaces the default (webhooks for 08 and 90), `extra` is appended."""
     if routes is None:
@@ -67,14 +69,16 @@ rate_limit_per_s = 0  # test traffic, not a partner: tests/test_http_guards.py c
 
 [store]
 url = "{store_url}"
+{store_extra}
 
 [transport]
 url = "{transport_url}"
-retry_tiers_s = [0.2, 1, 5]
+retry_tiers_s = [{", ".join(str(t) for t in retry_tiers_s)}]
+prefetch = {prefetch}
 
 [delivery]
-initial_backoff_s = 0.1
-max_backoff_s = 0.5
+initial_backoff_s = {backoff_s[0]}
+max_backoff_s = {backoff_s[1]}
 give_up_after_s = {give_up_after_s}
 timeout_s = 2
 file_scan_interval_s = {file_scan_interval_s}
@@ -376,11 +380,12 @@ async def assert_delivered_once(receiver: Receiver, ledger: LedgerAudit, base: s
 
 
 def service_process(tmp_path: Path, name: str, *, store_url: str, transport_url: str,
-             hook_url: str) -> ServiceProcess:
+                    hook_url: str, **config: Any) -> ServiceProcess:
+    """`config`: further `write_config` keywords (retry tiers, backoffs, extra sections)."""
     port = free_port()
-    config = write_config(tmp_path / f"{name}.toml", port=port, store_url=store_url,
-                          transport_url=transport_url, hook_url=hook_url)
-    return ServiceProcess(config, port, tmp_path / f"{name}.log")
+    config_path = write_config(tmp_path / f"{name}.toml", port=port, store_url=store_url,
+                               transport_url=transport_url, hook_url=hook_url, **config)
+    return ServiceProcess(config_path, port, tmp_path / f"{name}.log")
 
 
 def municipality_of_ref(ref: str) -> str:

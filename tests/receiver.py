@@ -21,6 +21,10 @@ class Receiver:
     """`behaviour(n)` decides the answer to the n-th request (1-based): a status, or "hang"."""
 
     behaviour: Callable[[int], int | str] = lambda _n: 204
+    delay_s: float = 0.0
+    """A slow receiver: every answer waits this long (a backlog builds up in the queues)."""
+    gate: asyncio.Event | None = None
+    """While set and not open, requests wait for it (a receiver that holds every request)."""
     secret: bytes = SECRET.encode()
     requests: int = 0
     bad_signatures: int = 0
@@ -39,6 +43,10 @@ class Receiver:
         env = await request.json()
         assert request.headers[EVENT_ID_HEADER] == env["event_id"]
         answer = self.behaviour(self.requests)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if answer == "hang":
             await asyncio.sleep(30)
             return web.Response(status=504)
