@@ -93,7 +93,9 @@ async def test_refused_intake_is_recorded_without_the_body(make_client, store_ur
     assert (await post_referral(client, changed))[0] == 409
 
     records = await _records(client)
-    assert [(r["action"], r["outcome"], r["referral_id"] is None) for r in records] == [
+    # Only the intakes: the accepted case's delivery (`delivered`) may land anywhere among them.
+    assert [(r["action"], r["outcome"], r["referral_id"] is None) for r in records
+            if r["action"] == "referral_received"] == [
         ("referral_received", "invalid", True),
         ("referral_received", "ok", False),
         ("referral_received", "conflict", True),
