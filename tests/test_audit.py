@@ -226,12 +226,20 @@ async def test_dashboard_overview_records_the_cases_it_names(make_client, store_
 # --- verify on a live ledger (issue 15): one snapshot of heads and chains --------------------------
 
 
-async def _seed(ledger: Ledger, transactions: int = 40, per_transaction: int = 8) -> None:
-    """Enough records in every chain that a verify in small batches spans many statements."""
-    for _ in range(transactions):
+def _rid_in(chain: int) -> str:
+    while True:
         rid = str(uuid.uuid4())
-        await append_alone(ledger, system_actor("seed"), [AuditEntry("case_read", rid)] * per_transaction,
-                           utcnow())
+        if chain_of(rid) == chain:
+            return rid
+
+
+async def _seed(ledger: Ledger, per_chain: int = 5, per_transaction: int = 8) -> int:
+    """Records in every chain, enough that a verify in small batches spans many statements."""
+    for _ in range(per_chain):
+        for chain in range(CHAINS):
+            await append_alone(ledger, system_actor("seed"),
+                               [AuditEntry("case_read", _rid_in(chain))] * per_transaction, utcnow())
+    return CHAINS * per_chain * per_transaction
 
 
 @contextlib.asynccontextmanager
@@ -309,7 +317,7 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
     walked, the one it is in, and those still ahead) do not block on it and do not show in it."""
     client = await make_client(base_settings(store_url))
     ledger = services_of(client).ledger
-    await _seed(ledger, transactions=16, per_transaction=3)
+    seeded = await _seed(ledger, per_chain=2, per_transaction=3)
     walking, resume = asyncio.Event(), asyncio.Event()
     chain_rows = broker.audit._chain_rows
 
@@ -324,20 +332,17 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
     task = asyncio.create_task(verify(ledger.engine, batch=2))
     try:
         await asyncio.wait_for(walking.wait(), timeout=10)
-        rids: dict[int, str] = {}
-        while len(rids) < CHAINS:
-            rid = str(uuid.uuid4())
-            rids.setdefault(chain_of(rid), rid)
-        for rid in rids.values():  # a writer does not wait for the verify
-            await asyncio.wait_for(append_alone(ledger, system_actor("mid"), [AuditEntry("case_read", rid)],
-                                                utcnow()), timeout=10)
+        for chain in range(CHAINS):  # a writer does not wait for the verify
+            await asyncio.wait_for(append_alone(ledger, system_actor("mid"),
+                                                [AuditEntry("case_read", _rid_in(chain))], utcnow()),
+                                   timeout=10)
     finally:
         resume.set()
     report = await asyncio.wait_for(task, timeout=30)
     assert report.ok, report.broken.describe() if report.broken else None
-    assert report.records == 16 * 3
+    assert report.records == seeded
     monkeypatch.undo()
-    assert (await verify(ledger.engine)).records == 16 * 3 + CHAINS
+    assert (await verify(ledger.engine)).records == seeded + CHAINS
 
 
 async def test_tampering_is_detected_while_records_are_written(make_client, store_url: str) -> None:
@@ -386,7 +391,7 @@ async def test_cli_verify_fails_on_a_removed_record_and_a_cut_off_tail(
         make_client, store_url: str, monkeypatch) -> None:
     client = await make_client(base_settings(store_url))
     ledger = services_of(client).ledger
-    await _seed(ledger, transactions=4, per_transaction=5)
+    await _seed(ledger, per_chain=1, per_transaction=5)
     records = await _records(client)
     chain = records[-1]["chain"]
     in_chain = [r for r in records if r["chain"] == chain]
