@@ -23,6 +23,7 @@ import json
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -254,10 +255,17 @@ class VerifyReport:
 
 
 async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
-    """Walk every chain from its first record; stop at the first broken link."""
+    """Walk every chain from its first record; stop at the first broken link.
+
+    The heads and the chains are read in one snapshot (`_snapshot`): a record and the head that
+    counts it commit together, so on a live ledger both are in the snapshot or neither is, and any
+    difference between a chain and its head is tampering, not a write that landed mid-walk. Rows
+    come in batches of `batch`, so a large ledger is never held in memory.
+    """
     report = VerifyReport()
-    async with engine.connect() as conn:
+    async with _snapshot(engine) as conn:
         heads = (await conn.execute(sa.select(audit_heads).order_by(audit_heads.c.chain))).all()
+        await _check_in_transaction(conn)
         for chain, head_n, head_hash in heads:
             report.heads[int(chain)] = (int(head_n), str(head_hash))
             expected_n, prev = 1, GENESIS
@@ -275,6 +283,41 @@ async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
                     "(records after it were removed, or the head was changed)")
                 return report
     return report
+
+
+@asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A read-only transaction whose every read sees the ledger as it was at its first read.
+
+    PostgreSQL: REPEATABLE READ, READ ONLY. Its reads take no lock that blocks a writer (only
+    ACCESS SHARE, which conflicts with DDL alone). SQLite: an explicit BEGIN. The driver opens a
+    transaction of its own only before INSERT/UPDATE/DELETE, so without it each SELECT would be its
+    own snapshot. In WAL mode a read transaction does not block the writer. It is rolled back: it
+    wrote nothing. The pool's connection keeps its driver settings (only this one
+    transaction is explicit), so the service's write transactions are unchanged.
+    """
+    async with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = await conn.execution_options(isolation_level="REPEATABLE READ",
+                                                postgresql_readonly=True)
+            async with conn.begin():
+                yield conn
+            return
+        await conn.exec_driver_sql("BEGIN")
+        try:
+            yield conn
+        finally:
+            await conn.rollback()
+
+
+async def _check_in_transaction(conn: AsyncConnection) -> None:
+    """Refuse to verify outside one snapshot (a driver that ignored BEGIN): a false alarm on a live
+    ledger is what this prevents."""
+    if conn.dialect.name != "sqlite":
+        return
+    raw = await conn.get_raw_connection()
+    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
+        raise RuntimeError("audit verify: the SQLite reads are not in one transaction")
 
 
 async def _chain_rows(conn: AsyncConnection, chain: int, batch: int,
