@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import secrets
 import time
 import uuid
@@ -145,7 +146,14 @@ class Ledger:
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 10, echo: bool = False) -> Ledger:
-        kwargs: dict[str, Any] = {"echo": echo}
+        # A statement's parameters are personal data (names, phone numbers, reply texts, referral
+        # JSON), and SQLAlchemy puts them into every error it raises ("[parameters: ...]"), which
+        # the error middleware and the background jobs log with the traceback: never keep them.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
+        if echo:
+            # Not `echo=True`: that adds SQLAlchemy's own stdout handler, which skips the redactor;
+            # at INFO its records go to the root logger and through broker.logs like any other.
+            logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1] if ":///" in url else ""
             if path and path != ":memory:":
