@@ -10,11 +10,10 @@ are there, so that "nothing found" means nothing was logged, not that nothing ha
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import traceback
-from collections.abc import AsyncIterator, Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +30,7 @@ from broker.logs import configure_logging
 from schemas.hetu import contains_identity_code
 from tests.conftest import KELA_TOKEN, PG_DSN_ADMIN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
+from tests.processes import backend_storm
 from tests.support import hetu_with, referral_body, reply_body
 
 HIDDEN = "[SQL parameters hidden due to hide_parameters=True]"
@@ -105,29 +105,6 @@ async def _terminate_backends(database: str) -> int:
         await conn.close()
 
 
-@contextlib.asynccontextmanager
-async def storm(database: str, kills: list[int]) -> AsyncIterator[None]:
-    """Terminate the test database's backends every few milliseconds until the block ends."""
-    admin = await asyncpg.connect(PG_DSN_ADMIN)
-    stop = asyncio.Event()
-
-    async def run() -> None:
-        while not stop.is_set():
-            rows = await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                     "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
-            kills.append(len(rows))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 0.005)
-
-    task = asyncio.create_task(run())
-    try:
-        yield
-    finally:
-        stop.set()
-        await task
-        await admin.close()
-
-
 def _database(store_url: str) -> str:
     return urlsplit(store_url).path.lstrip("/")
 
@@ -198,7 +175,7 @@ async def test_a_terminate_backend_storm_logs_errors_without_personal_data(
     for n in range(4):  # some cases to reply to before the storm
         await referral(n)
     assert len(rids) == 4
-    async with storm(_database(store_url), kills):
+    async with backend_storm(store_url, kills):
         n = 4
         async with asyncio.timeout(60):
             while statement_errors() < 5 or n < 30:
