@@ -25,13 +25,12 @@ from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
 from schemas.enums import CaseState
 from schemas.export import SCHEMAS
+from schemas.hetu import contains_identity_code
 
 __all__ = ["MASK", "loggable_url", "response_bytes"]
 
 MASK = "[redacted]"
 
-# No boundaries: inside a URL an identity code can sit between any characters.
-_HETU_ANYWHERE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]", re.IGNORECASE)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}",
                    re.IGNORECASE)
 _ID = re.compile(r"[0-9A-Za-z-]{1,64}")
@@ -45,7 +44,7 @@ _REFERENCE = re.compile(r"(?=[^0-9]*[0-9])[0-9A-Za-z_.:/-]{1,64}")
 
 
 def _no_hetu(value: str) -> bool:
-    return _HETU_ANYWHERE.search(value) is None
+    return not contains_identity_code(value)
 
 
 def _is_id(value: str) -> bool:

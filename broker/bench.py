@@ -646,7 +646,8 @@ async def _pg_scalar(url: str, statement: str) -> Any:
     import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool,
+                                 hide_parameters=True)
     try:
         async with engine.connect() as conn:
             result = await conn.execute(sa.text(statement))

@@ -50,6 +50,7 @@ from broker.statistics import StatsQuery, compute_statistics, parse_stats_query
 from broker.tables import OPEN_STATES, cases, dead_letters, events
 from broker.workdays import HELSINKI, working_days_between
 from schemas.enums import Finding, Outcome, ReferralQuality
+from schemas.hetu import contains_identity_code
 
 __all__ = [
     "DASHBOARD",
@@ -83,7 +84,6 @@ SECURITY_HEADERS: Mapping[str, str] = {
 
 # An identity code typed into the lookup box must not be searched for, echoed, or kept in a URL
 # any longer than it takes to refuse it.
-_HETU_LIKE = re.compile(r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])", re.IGNORECASE)
 _CODE = re.compile(r"[a-z0-9_]{1,40}")
 
 
@@ -1155,7 +1155,7 @@ async def case_lookup(request: web.Request) -> web.Response:
     svc = _services(request)
     csrf = request.app[DASHBOARD].csrf_token(viewer.binding)
     q = request.query.get("q", "").strip()[:128]
-    hetu_like = not _is_uuid(q) and _HETU_LIKE.search(q) is not None
+    hetu_like = not _is_uuid(q) and contains_identity_code(q)
 
     def page(main: str, status: int = 200, *, matched: bool = False) -> web.Response:
         # The language links repeat the search only when it named a case (an id or a Kela

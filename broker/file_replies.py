@@ -60,10 +60,10 @@ from broker.audit import Actor
 from broker.cases import CaseService
 from broker.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.filedrop import write_atomically
-from broker.logs import HETU_PATTERN
 from broker.periodic import run_periodically
 from broker.settings import Settings
 from schemas.errors import ErrorItem
+from schemas.hetu import mask_identity_codes
 
 __all__ = ["PROCESSED_DIR", "REJECTED_DIR", "REPLIES_DIR", "FileReplyScanner", "ScanReport",
            "replies_directory"]
@@ -111,7 +111,7 @@ class _TooLarge(Exception):
 def _safe_name(name: str) -> str:
     """The file name as logs and error files may show it: valid text, identity codes masked."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return HETU_PATTERN.sub("[redacted-hetu]", text)
+    return mask_identity_codes(text)
 
 
 def _is_candidate(name: str) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import secrets
 import shutil
 import time
@@ -152,7 +153,14 @@ class Ledger:
     def from_url(cls, url: str, *, pool_size: int = 10, echo: bool = False,
                  connect_timeout_s: float = 5.0, statement_timeout_s: float = 30.0,
                  pool_timeout_s: float = 5.0, min_free_disk_mb: int = 0) -> Ledger:
-        kwargs: dict[str, Any] = {"echo": echo}
+        # A statement's parameters are personal data (names, phone numbers, reply texts, referral
+        # JSON), and SQLAlchemy puts them into every error it raises ("[parameters: ...]"), which
+        # the error middleware and the background jobs log with the traceback: never keep them.
+        kwargs: dict[str, Any] = {"hide_parameters": True}
+        if echo:
+            # Not `echo=True`: that adds SQLAlchemy's own stdout handler, which skips the redactor;
+            # at INFO its records go to the root logger and through broker.logs like any other.
+            logging.getLogger("sqlalchemy.engine").setLevel(logging.INFO)
         sqlite_path: Path | None = None
         if url.startswith("sqlite"):
             path = url.split(":///", 1)[1] if ":///" in url else ""

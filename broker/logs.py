@@ -7,39 +7,42 @@ slips through (an exception message, a third-party log record).
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-__all__ = ["HETU_PATTERN", "configure_logging", "redact_identity_codes"]
+from schemas.hetu import mask_identity_codes
 
-# Bounded by anything that is not an ASCII letter or digit, not by `\b`: `_` and letters such as
-# `ä` are word characters, so `reply_120503A944X` would slip past `\b`. Case-insensitive, because a
-# code typed in lower case is still a code. Neither a UUID nor a hex id can match: their groups of
-# 4, 8, 12 or 32 characters never leave an 11-character run between two separators.
-HETU_PATTERN = re.compile(r"(?<![0-9A-Za-z])\d{6}[-+A-FU-Y]\d{3}[0-9A-Y](?![0-9A-Za-z])",
-                          re.IGNORECASE)
-_MASK = "[redacted-hetu]"
+__all__ = ["configure_logging", "redact_identity_codes"]
+
 _HANDLER_NAME = "handoff-redacted-stderr"
+_KEPT_AS_IS = (int, float, bool, type(None))
 
 
 def _scrub(value: Any) -> Any:
+    """`value` with identity codes masked (schemas.hetu: anywhere, any case, any neighbour).
+
+    Anything that is not plain data is rendered as the renderers would render it (repr) and masked:
+    an exception object, bytes of a request line or a dataclass carry their text into the log too."""
     if isinstance(value, str):
-        return HETU_PATTERN.sub(_MASK, value)
+        return mask_identity_codes(value)
+    if isinstance(value, _KEPT_AS_IS):
+        return value
     if isinstance(value, dict):
-        return {k: _scrub(v) for k, v in value.items()}
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(_scrub(v) for v in value)
-    return value
+    return mask_identity_codes(repr(value))
 
 
 def redact_identity_codes(_logger: Any, _method: str,
                           event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    for key, value in list(event_dict.items()):
-        event_dict[key] = _scrub(value)
+    """Mask identity codes in every key and value; run it after exceptions are formatted."""
+    redacted = {_scrub(k): _scrub(v) for k, v in event_dict.items()}
+    event_dict.clear()
+    event_dict.update(redacted)
     return event_dict
 
 
@@ -78,3 +81,5 @@ def configure_logging(level: str = "info", fmt: str = "console") -> None:
     # Configuring again replaces our handler, and leaves anyone else's (a test runner's) alone.
     root.handlers[:] = [h for h in root.handlers if h.get_name() != _HANDLER_NAME] + [handler]
     root.setLevel(logging.WARNING)
+    # Warnings (a library's SAWarning or ResourceWarning can quote a value) go the same way.
+    logging.captureWarnings(True)

@@ -2,12 +2,18 @@
 
 from schemas.enums import CaseState, Kind, ReplyStatus, UpdateType, Urgency
 from schemas.errors import ErrorItem, SchemaError
-from schemas.hetu import is_valid_hetu, validate_hetu
+from schemas.hetu import (
+    IDENTITY_CODE_RE,
+    contains_identity_code,
+    is_valid_hetu,
+    mask_identity_codes,
+    validate_hetu,
+)
 from schemas.models import Answer, Referral, Reply
 from schemas.rules import parse_answer, parse_referral, parse_reply
 
 __all__ = [
-    "Answer", "CaseState", "ErrorItem", "Kind", "Referral", "Reply", "ReplyStatus", "SchemaError",
-    "UpdateType", "Urgency", "is_valid_hetu", "parse_answer", "parse_referral", "parse_reply",
-    "validate_hetu",
+    "IDENTITY_CODE_RE", "Answer", "CaseState", "ErrorItem", "Kind", "Referral", "Reply", "ReplyStatus",
+    "SchemaError", "UpdateType", "Urgency", "contains_identity_code", "is_valid_hetu",
+    "mask_identity_codes", "parse_answer", "parse_referral", "parse_reply", "validate_hetu",
 ]

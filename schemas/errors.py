@@ -6,11 +6,12 @@ value can be an identity code, so only `loc`, `msg` and `type` ever leave this m
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 from pydantic import ValidationError
+
+from schemas.hetu import contains_identity_code
 
 __all__ = ["ErrorItem", "SchemaError", "error_items_from_pydantic"]
 
@@ -30,12 +31,9 @@ def _safe_msg(err: Any) -> str:
     return msg
 
 
-_HETU_LIKE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]")
-
-
 def _safe_loc_part(part: str | int) -> str | int:
     """An unknown key is echoed in `loc`; a key shaped like an identity code is masked."""
-    if isinstance(part, str) and _HETU_LIKE.search(part):
+    if isinstance(part, str) and contains_identity_code(part):
         return "<redacted>"
     return part
 

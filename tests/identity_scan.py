@@ -1,6 +1,6 @@
 """A scanner for identity data in text the service emits: log lines, metric lines, URLs, audit rows.
 
-Deliberately more eager than the service's own redactor (broker.logs.HETU_PATTERN): anything shaped like
+Deliberately more eager than the service's own redactor (schemas.hetu.mask_identity_codes): anything shaped like
 an identity code counts, with no word boundaries, and so does every identity code and name the test
 sent, in any letter case. UUIDs are blanked first: `…123456-7890…` across a UUID's first dash has the
 shape of a code by chance (about 1 UUID in 100), and a UUID cannot be a leaked code.

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 import aiohttp
@@ -84,6 +85,8 @@ class Sent:
     info_cases: set[str] = field(default_factory=set)
     error_bodies: list[str] = field(default_factory=list)  # every 4xx body of the API, to scan too
     error_pages: list[str] = field(default_factory=list)  # every 4xx page of the dashboard
+    storm_statuses: Counter[int] = field(default_factory=Counter)  # answers while backends were killed
+    oversize: list[int] = field(default_factory=list)  # statuses of the oversize request line, header
 
 
 class Traffic:
@@ -429,6 +432,45 @@ class Traffic:
                              (f"/dashboard/cases?q={code}", 400), (f"/dashboard/cases?q={name}", 404),
                              ("/dashboard/statistics", 200)):
             await self.call("GET", path, expect={expect})
+
+    # --- faults -------------------------------------------------------------------------------------
+
+    async def under_storm(self, round_: int) -> None:
+        """One round while the store's backends are being terminated (tests.processes.backend_storm):
+        new referrals, and replies naming a worker, with any answer (a 500 is expected)."""
+        async def one(i: int) -> None:
+            body = self.referral(2000 + round_ * 6 + i, prefix="STORM")
+            status, _ = await self.call("POST", "/v1/referrals", KELA_TOKEN, json=body)
+            self.sent.storm_statuses[status] += 1
+
+        async def reply(rid: str, area: str) -> None:
+            body = {"reply_id": f"storm-{round_}", "status": "assigned", "sent_at": _now(),
+                    "message": f"{MARKER}: myrsky.", "worker": {"name": WORKER, "title": "ohjaaja"}}
+            status, _ = await self.call("POST", f"/v1/referrals/{rid}/replies", intake_token(area),
+                                        json=body)
+            self.sent.storm_statuses[status] += 1
+
+        cases = [(rid, a) for rid, a in sorted(self.sent.area_of.items()) if a in ("08", "90")][:3]
+        await asyncio.gather(*(one(i) for i in range(6)), *(reply(rid, a) for rid, a in cases))
+
+    async def oversize(self) -> None:
+        """A request line and a header over aiohttp's 8,190-byte limit, each holding an identity code
+        with letters glued to it: aiohttp's parser refuses them and logs the error with the raw bytes."""
+        rng = random.Random(15)
+        in_line, in_header = make_test_hetu(rng), make_test_hetu(rng)
+        self.sent.codes.update({in_line, in_header})
+        url = urlsplit(self.base)
+        for raw in (f"GET /v1/referrals/{in_line}xyz{'q' * 8200} HTTP/1.1\r\nHost: x\r\n\r\n",
+                    f"GET /v1/referrals HTTP/1.1\r\nHost: x\r\n"
+                    f"X-Note: abc{in_header.lower()}xyz{'h' * 8200}\r\n\r\n"):
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            try:
+                writer.write(raw.encode())
+                await writer.drain()
+                answer = await asyncio.wait_for(reader.read(), 10)  # the server closes after a 400
+            finally:
+                writer.close()
+            self.sent.oversize.append(int(answer.split(b" ", 2)[1]))
 
     async def run(self) -> None:
         await self.send_json_referrals()

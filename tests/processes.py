@@ -4,6 +4,7 @@ observing them from outside: their /metrics, the ledger's tables, the RabbitMQ v
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import shutil
@@ -11,7 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,7 +22,7 @@ import asyncpg
 import pytest
 
 from broker.auth import hash_token
-from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, missing_service
+from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, PG_DSN_ADMIN, missing_service
 from tests.receiver import SECRET, Receiver
 
 SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
@@ -142,6 +143,34 @@ class ServiceProcess:
             self.proc.send_signal(signal.SIGTERM)
             return self.proc.wait(20)
         return self.proc.returncode if self.proc else 0
+
+
+
+@contextlib.asynccontextmanager
+async def backend_storm(store_url: str, kills: list[int], every_s: float = 0.005) -> AsyncIterator[None]:
+    """A `pg_terminate_backend` storm: from an admin connection on another database, end every
+    backend of `store_url`'s database (a test's own throw-away database only) every few
+    milliseconds until the block ends; `kills` gets the count of each round."""
+    database = urlsplit(store_url).path.lstrip("/")
+    assert database.startswith("handoff_test_"), "a storm only on a test's own database"
+    admin = await asyncpg.connect(PG_DSN_ADMIN)
+    stop = asyncio.Event()
+
+    async def run() -> None:
+        while not stop.is_set():
+            rows = await admin.fetch("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+            kills.append(len(rows))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every_s)
+
+    task = asyncio.create_task(run())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+        await admin.close()
 
 
 async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: int = 8,

@@ -350,6 +350,9 @@ async def test_case_lookup_by_referral_id_and_kela_reference(make_client, store_
     hetu = hetu_with(dt.date(1980, 5, 17), "-", 923)
     refused = await page_text(client, f"/dashboard/cases?q={hetu}", 400, headers=auth(ADMIN_TOKEN))
     assert hetu not in refused
+    # A code typed with letters around it, in lower case, is still a code.
+    glued = await page_text(client, f"/dashboard/cases?q=abc{hetu.lower()}x", 400, headers=auth(ADMIN_TOKEN))
+    assert hetu.lower() not in glued
     # A referral id whose last group happens to look like an identity code is still an id.
     await page_text(client, "/dashboard/cases?q=4a8af5b9-cfcf-4f02-bee4-456298f99967", 404,
                     headers=auth(ADMIN_TOKEN))

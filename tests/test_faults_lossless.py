@@ -25,6 +25,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.conftest import KELA_TOKEN
 from tests.private_services import PrivatePostgres, PrivateRabbitMQ
 from tests.processes import (
     LedgerAudit,
@@ -38,7 +39,6 @@ from tests.processes import (
     vhost_of,
     wait_quiet,
 )
-from tests.conftest import KELA_TOKEN
 from tests.receiver import Receiver
 from tests.support import referral_body
 

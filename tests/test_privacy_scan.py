@@ -1,5 +1,9 @@
 """Issue 8, part 3: after real traffic, no identity code and no client name anywhere the service writes.
 
+Issue 15 adds faults to the traffic: an oversize request line and header holding identity codes
+(aiohttp's parser logs the raw bytes), and a `pg_terminate_backend` storm (SQLAlchemy's errors name
+statements, never their parameters).
+
 `handoff run` runs as a subprocess on the production pair (PostgreSQL + RabbitMQ) with JSON logs at
 debug level. Bounded traffic (tests/privacy_traffic.py) goes through every path; then every log line,
 every metric line, every URL of the access log and every audit row is scanned for every identity code
@@ -20,10 +24,11 @@ from broker.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
 from tests.privacy_traffic import KINDS, REPLY_STATUSES, Traffic
-from tests.processes import ServiceProcess, free_port, webhook_route, write_config
+from tests.processes import ServiceProcess, backend_storm, free_port, webhook_route, write_config
 from tests.receiver import Receiver
 
 REFERRALS = 60
+HIDDEN = "[SQL parameters hidden due to hide_parameters=True]"
 
 
 def test_scanner_flags_planted_codes_and_names() -> None:
@@ -87,12 +92,20 @@ async def test_no_identity_data_anywhere_after_real_traffic(store_url: str, tran
                      hook_url=receiver.url, files_dir=files_dir)
     service = ServiceProcess(config, port, log_path)
     jar = aiohttp.CookieJar(unsafe=True)  # the dashboard session on 127.0.0.1
+    kills: list[int] = []
     try:
         await service.start()
         async with aiohttp.ClientSession(cookie_jar=jar,
                                          timeout=aiohttp.ClientTimeout(total=15)) as http:
             traffic = Traffic(service.base, http, files_dir, receiver, referrals=REFERRALS)
             await asyncio.wait_for(traffic.run(), timeout=90)
+            await traffic.oversize()
+            # A pg_terminate_backend storm under traffic, until SQLAlchemy errors reach the log.
+            async with backend_storm(store_url, kills), asyncio.timeout(60):
+                rounds = 0
+                while rounds < 3 or HIDDEN not in log_path.read_text("utf-8"):
+                    await traffic.under_storm(rounds)
+                    rounds += 1
             status, metrics_text = await traffic.call("GET", "/metrics")
             assert status == 200
             await traffic.wait_for("Kela's webhook to get updates", _kela_pushed(receiver))
@@ -124,6 +137,15 @@ async def test_no_identity_data_anywhere_after_real_traffic(store_url: str, tran
     assert {"referral_delivered", "reply_file_processed", "update_pushed"} <= {e["event"] for e in events}
     assert any(e.get("level") == "debug" for e in events) or len(events) > 500
     assert "handoff_referrals_received_total" in metrics_text
+    # The storm ended backends, failed requests, and its error lines (statement, traceback) are logged.
+    assert sum(kills) > 0 and sent.storm_statuses[500] > 0, (sum(kills), sent.storm_statuses)
+    storm_errors = [e for e in events if e.get("level") == "error" and HIDDEN in str(e.get("exception"))]
+    assert storm_errors and all("[SQL: " in e["exception"] for e in storm_errors)
+    # The oversize request line and header were refused, and aiohttp logged each with the code masked.
+    assert sent.oversize == [400, 400], sent.oversize
+    parser_errors = [e for e in events if str(e.get("event")).startswith("Error handling request")]
+    assert len(parser_errors) >= 2 and all("[redacted-hetu]" in json.dumps(e) for e in parser_errors[:2]), \
+        parser_errors[:2]
     actions = {json.loads(r)["action"] for r in audit_rows}
     assert {"referral_received", "case_read", "inbox_read", "feed_read", "reply_applied",
             "answer_applied", "rerouted_by_operator", "delivered", "update_pushed"} <= actions, actions

@@ -23,7 +23,7 @@ _conn = config.attributes.get("connection")
 if _conn is not None:
     _run(_conn)
 else:
-    _engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
+    _engine = create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://", hide_parameters=True)
     with _engine.begin() as _c:
         _run(_c)
     _engine.dispose()
