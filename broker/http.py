@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.kela.notices_json import MalformedBody, load_json
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
 from broker.audit import Actor, AuditEntry, append_alone
 from broker.auth import PRINCIPAL, Principal
@@ -78,11 +79,12 @@ async def read_body(request: web.Request, content_types: tuple[str, ...] = JSON_
 
 
 async def read_json(request: web.Request) -> Any:
+    """Every JSON body of the API is decoded here: UTF-8, no repeated keys, nesting bounded."""
     raw = await read_body(request)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest("body is not valid JSON") from None
+        return load_json(raw)
+    except MalformedBody as exc:
+        raise MalformedRequest(exc.message) from None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
