@@ -17,7 +17,7 @@ from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notic
 from broker.audit import Actor, AuditEntry, append_alone
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
-from broker.cursors import MAX_POSITION, decode_cursor, encode_cursor
+from broker.cursors import decode_cursor, encode_cursor, parse_position
 from broker.deadlines import compute_deadlines
 from broker.errors import (
     Conflict,
@@ -96,10 +96,11 @@ def _limit(request: web.Request, default: int = 100) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = parse_position(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput([{"loc": ["query", "limit"], "msg": f"limit must be 1..{MAX_LIMIT}",
                              "type": "limit_invalid"}])
-    return int(raw)
+    return limit
 
 
 async def _refuse_invalid(request: web.Request, principal: Principal, action: str,
@@ -302,10 +303,10 @@ async def get_dead_letters(request: web.Request) -> web.Response:
 async def replay_dead_letter(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = await _principal(request, "admin")
-    raw = request.match_info["dl_id"]
-    if not raw.isdigit() or int(raw) > MAX_POSITION:
+    dl_id = parse_position(request.match_info["dl_id"])
+    if dl_id is None:
         raise NotFound("no such dead letter")
-    return _json(await svc.cases.replay_dead_letter(int(raw), actor=_actor(request, principal)), 202)
+    return _json(await svc.cases.replay_dead_letter(dl_id, actor=_actor(request, principal)), 202)
 
 
 @routes.post("/v1/admin/referrals/{referral_id}/route", name="admin_route")

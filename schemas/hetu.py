@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-__all__ = ["CENTURY_SIGNS", "HetuError", "is_valid_hetu", "validate_hetu"]
+__all__ = ["CENTURY_SIGNS", "IDENTITY_CODE_ANYWHERE", "HetuError", "is_valid_hetu", "validate_hetu"]
 
 _CHECK_CHARS = "0123456789ABCDEFHJKLMNPRSTUVWXY"
 CENTURY_SIGNS: dict[str, int] = {
@@ -18,7 +18,13 @@ CENTURY_SIGNS: dict[str, int] = {
     "-": 1900, "Y": 1900, "X": 1900, "W": 1900, "V": 1900, "U": 1900,
     "A": 2000, "B": 2000, "C": 2000, "D": 2000, "E": 2000, "F": 2000,
 }
-_PATTERN = re.compile(r"^(\d{2})(\d{2})(\d{2})([-+A-FU-Y])(\d{3})([0-9A-Y])$")
+# ASCII digits only: `\d` would also take fullwidth and Arabic-Indic digits, which int()
+# reads as ASCII ones, so a code written with them would pass. `\Z`, not `$`, which also matches before "\n".
+_PATTERN = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{2})([-+A-FU-Y])([0-9]{3})([0-9A-Y])\Z")
+# Something shaped like an identity code, wherever it stands: in any case, between any neighbours
+# ("x010190-900xabc" holds one), with digits of any script. For refusing to echo a value, matching
+# too much is the safe side; only `validate_hetu` decides what is a valid code.
+IDENTITY_CODE_ANYWHERE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]", re.IGNORECASE)
 
 
 class HetuError(ValueError):
