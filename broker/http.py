@@ -33,7 +33,7 @@ from broker.openapi import openapi_document
 from broker.services import SERVICES, Services
 from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
 from schemas.enums import CaseState
-from schemas.errors import SchemaError
+from schemas.errors import ErrorItem, SchemaError, redact_identity_codes, safe_loc
 from schemas.export import SCHEMAS, json_schema
 from schemas.models import Referral
 from schemas.rules import parse_answer, parse_referral
@@ -151,6 +151,10 @@ def referral_hash(referral: Referral) -> str:
 XML_TYPES = ("application/xml", "text/xml")
 
 
+def _safe_errors(errors: list[ErrorItem]) -> list[ErrorItem]:
+    return [{**e, "loc": safe_loc(e["loc"])} for e in errors]
+
+
 @routes.post("/v1/kela/notices", name="post_notices")
 async def post_notices(request: web.Request) -> web.Response:
     """A batch of Kela notices in XML: 207 with one result per notice, each applied on its own."""
@@ -165,18 +169,22 @@ async def post_notices(request: web.Request) -> web.Response:
         raise MalformedRequest(f"{exc.code}: {exc.message}") from None
     results: list[dict[str, Any]] = []
     for notice in notices:
-        item: dict[str, Any] = {"index": notice.index, "kela_reference": notice.kela_reference}
+        # The reference is whatever Kela wrote in <KelanViite>: named back, but never a code in it.
+        reference = (redact_identity_codes(notice.kela_reference)
+                     if isinstance(notice.kela_reference, str) else notice.kela_reference)
+        item: dict[str, Any] = {"index": notice.index, "kela_reference": reference}
         if notice.referral is None:
             svc.metrics.validation_rejections.labels(channel="xml").inc()
-            results.append({**item, "status": 422, "errors": notice.errors})
+            results.append({**item, "status": 422, "errors": _safe_errors(notice.errors)})
             continue
         try:
             accepted = await svc.cases.accept_referral(_actor(request, principal), notice.referral,
                                                        referral_hash(notice.referral))
         except InvalidInput as exc:
             svc.metrics.validation_rejections.labels(channel="xml").inc()
-            errors = [{**e, "loc": ["Ilmoitus", notice.index, *xml_loc(e["loc"])]} for e in exc.errors]
-            results.append({**item, "status": 422, "errors": errors})
+            errors: list[ErrorItem] = [{**e, "loc": ["Ilmoitus", notice.index, *xml_loc(e["loc"])]}
+                                       for e in exc.errors]
+            results.append({**item, "status": 422, "errors": _safe_errors(errors)})
             continue
         except Conflict as exc:
             results.append({**item, "status": 409,

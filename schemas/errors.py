@@ -6,13 +6,17 @@ value can be an identity code, so only `loc`, `msg` and `type` ever leave this m
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
-__all__ = ["ErrorItem", "SchemaError", "error_items_from_pydantic"]
+from schemas.hetu import IDENTITY_CODE_ANYWHERE
+
+__all__ = ["REDACTED", "ErrorItem", "SchemaError", "error_items_from_pydantic", "redact_identity_codes",
+           "safe_loc"]
+
+REDACTED = "<redacted>"
 
 
 class ErrorItem(TypedDict):
@@ -30,20 +34,29 @@ def _safe_msg(err: Any) -> str:
     return msg
 
 
-_HETU_LIKE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]")
-
-
 def _safe_loc_part(part: str | int) -> str | int:
-    """An unknown key is echoed in `loc`; a key shaped like an identity code is masked."""
-    if isinstance(part, str) and _HETU_LIKE.search(part):
-        return "<redacted>"
+    """An unknown key is echoed in `loc`; a key holding anything shaped like an identity code
+    (in any case, with any neighbours) is masked whole."""
+    if isinstance(part, str) and IDENTITY_CODE_ANYWHERE.search(part):
+        return REDACTED
     return part
+
+
+def safe_loc(loc: Iterable[str | int]) -> list[str | int]:
+    """A `loc` fit to leave the service: in an HTTP error body, or an `.error.json` file."""
+    return [_safe_loc_part(p) for p in loc]
+
+
+def redact_identity_codes(text: str) -> str:
+    """`text` with anything shaped like an identity code masked, for a value the sender chose
+    (a Kela reference) that an answer names back."""
+    return IDENTITY_CODE_ANYWHERE.sub(REDACTED, text)
 
 
 def error_items_from_pydantic(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[ErrorItem]:
     items: list[ErrorItem] = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = [*prefix, *(_safe_loc_part(p) for p in err["loc"])]
+        loc = [*prefix, *safe_loc(err["loc"])]
         items.append({"loc": loc, "msg": _safe_msg(err), "type": str(err["type"])})
     return items
 
