@@ -38,9 +38,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.audit import Actor
 from broker.auth import PRINCIPAL, Principal, hash_token
+from broker.cursors import parse_position
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.http_errors import REQUEST_ID
-from broker.ledger import Ledger, utcnow
+from broker.ledger import Ledger, is_referral_id, utcnow
 from broker.routing import Classification
 from broker.services import SERVICES, Services
 from broker.settings import Settings
@@ -841,9 +842,14 @@ async def find_cases(ledger: Ledger, settings: Settings, q: str) -> list[dict[st
     """By referral id (unique index), else by Kela reference among the configured Kela senders
     (the unique index on (sender, kela_reference)). Never the referral body."""
     select = sa.select(*_CASE_COLUMNS)
+    as_id = q.lower()
+    if not is_referral_id(as_id) and _KELA_REFERENCE.fullmatch(q) is None:
+        # Neither an id nor a reference could be this (a NUL byte, which PostgreSQL refuses in
+        # text, any control character, spaces): nothing to look up.
+        return []
     async with ledger.engine.connect() as conn:
-        if _is_uuid(q):
-            row = (await conn.execute(select.where(cases.c.referral_id == q.lower()))).mappings().first()
+        if is_referral_id(as_id):
+            row = (await conn.execute(select.where(cases.c.referral_id == as_id))).mappings().first()
             if row is not None:
                 return [dict(row)]
         senders = sorted(p.id for p in settings.parties if p.role == "kela")
@@ -853,6 +859,10 @@ async def find_cases(ledger: Ledger, settings: Settings, q: str) -> list[dict[st
             select.where(cases.c.sender.in_(senders), cases.c.kela_reference == q)
             .order_by(cases.c.received_at).limit(20))).mappings().all()
     return [dict(r) for r in rows]
+
+
+# The shape of schemas.models.Key, which every stored Kela reference has.
+_KELA_REFERENCE = re.compile(r"[A-Za-z0-9._:/-]{1,128}")
 
 
 def _is_uuid(text: str) -> bool:
@@ -1188,11 +1198,11 @@ async def replay(request: web.Request) -> web.Response:
     viewer = await _viewer(request)
     lang = _lang(request)
     _check_csrf(request, viewer, await request.post())
-    raw = request.match_info["dl_id"]
+    dl_id = parse_position(request.match_info["dl_id"])
     outcome = "missing"
-    if raw.isdigit():
+    if dl_id is not None:
         try:
-            await _services(request).cases.replay_dead_letter(int(raw), actor=_actor(request, viewer))
+            await _services(request).cases.replay_dead_letter(dl_id, actor=_actor(request, viewer))
             outcome = "replayed"
         except NotFound:
             outcome = "missing"
@@ -1268,7 +1278,7 @@ async def logout(request: web.Request) -> web.Response:
 # --- statistics page (DESIGN § 11) ----------------------------------------------------------------
 
 STATS_DEFAULT_MONTHS = 12
-_MONTH_TEXT = re.compile(r"\d{4}-(0[1-9]|1[0-2])")
+_MONTH_TEXT = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 # Okabe-Ito colours (distinguishable with colour-vision deficiencies); every series also has its
 # own text label, and every other series a hatch pattern, so no reading depends on colour.
 _PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#6b6b00", "#4d4d4d")

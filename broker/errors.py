@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from schemas.errors import ErrorItem
+from schemas.errors import ErrorItem, safe_loc
 
 __all__ = [
     "Conflict", "Forbidden", "HandoffError", "InvalidInput", "MalformedRequest", "NotFound",
@@ -29,7 +29,8 @@ class InvalidInput(HandoffError):
 
     def __init__(self, errors: list[ErrorItem]) -> None:
         super().__init__(f"{len(errors)} validation error(s)")
-        self.errors = errors
+        # A `loc` can name a key the sender wrote; whatever built the errors, none leaves with a code.
+        self.errors: list[ErrorItem] = [{**e, "loc": safe_loc(e["loc"])} for e in errors]
 
 
 class MalformedRequest(HandoffError):

@@ -62,7 +62,7 @@ from broker.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.filedrop import write_atomically
 from broker.periodic import run_periodically
 from broker.settings import Settings
-from schemas.errors import ErrorItem
+from schemas.errors import ErrorItem, safe_loc
 from schemas.hetu import mask_identity_codes
 
 __all__ = ["PROCESSED_DIR", "REJECTED_DIR", "REPLIES_DIR", "FileReplyScanner", "ScanReport",
@@ -198,7 +198,8 @@ def _move_without_overwrite(src: Path, dest_dir: Path, *, keep_free: str = "") -
 
 
 def _error_document(errors: list[ErrorItem], status: int, name: str) -> bytes:
-    doc = {"errors": errors, "status": status, "file": _safe_name(name),
+    doc = {"errors": [{**e, "loc": safe_loc(e["loc"])} for e in errors], "status": status,
+           "file": _safe_name(name),
            "at": dt.datetime.now(dt.UTC).isoformat()}
     # "replace": a key the sender wrote may reach a `loc`; it must not stop the error file.
     return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8", "replace") + b"\n"

@@ -13,11 +13,12 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.kela.notices_json import MalformedBody, load_json
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
 from broker.audit import Actor, AuditEntry, append_alone
 from broker.auth import PRINCIPAL, Principal
 from broker.cases import body_hash, dump_update
-from broker.cursors import MAX_POSITION, decode_cursor, encode_cursor
+from broker.cursors import decode_cursor, encode_cursor, parse_position
 from broker.deadlines import compute_deadlines
 from broker.errors import (
     Conflict,
@@ -33,7 +34,7 @@ from broker.openapi import openapi_document
 from broker.services import SERVICES, Services
 from broker.statistics import compute_statistics, parse_stats_query, rows_to_csv
 from schemas.enums import CaseState
-from schemas.errors import SchemaError
+from schemas.errors import ErrorItem, SchemaError, redact_identity_codes, safe_loc
 from schemas.export import SCHEMAS, json_schema
 from schemas.models import Referral
 from schemas.rules import parse_answer, parse_referral
@@ -79,11 +80,12 @@ async def read_body(request: web.Request, content_types: tuple[str, ...] = JSON_
 
 
 async def read_json(request: web.Request) -> Any:
+    """Every JSON body of the API is decoded here: UTF-8, no repeated keys, nesting bounded."""
     raw = await read_body(request)
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise MalformedRequest("body is not valid JSON") from None
+        return load_json(raw)
+    except MalformedBody as exc:
+        raise MalformedRequest(exc.message) from None
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -95,10 +97,11 @@ def _limit(request: web.Request, default: int = 100) -> int:
     raw = request.query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = parse_position(raw)
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise InvalidInput([{"loc": ["query", "limit"], "msg": f"limit must be 1..{MAX_LIMIT}",
                              "type": "limit_invalid"}])
-    return int(raw)
+    return limit
 
 
 async def _refuse_invalid(request: web.Request, principal: Principal, action: str,
@@ -149,6 +152,10 @@ def referral_hash(referral: Referral) -> str:
 XML_TYPES = ("application/xml", "text/xml")
 
 
+def _safe_errors(errors: list[ErrorItem]) -> list[ErrorItem]:
+    return [{**e, "loc": safe_loc(e["loc"])} for e in errors]
+
+
 @routes.post("/v1/kela/notices", name="post_notices")
 async def post_notices(request: web.Request) -> web.Response:
     """A batch of Kela notices in XML: 207 with one result per notice, each applied on its own."""
@@ -163,18 +170,22 @@ async def post_notices(request: web.Request) -> web.Response:
         raise MalformedRequest(f"{exc.code}: {exc.message}") from None
     results: list[dict[str, Any]] = []
     for notice in notices:
-        item: dict[str, Any] = {"index": notice.index, "kela_reference": notice.kela_reference}
+        # The reference is whatever Kela wrote in <KelanViite>: named back, but never a code in it.
+        reference = (redact_identity_codes(notice.kela_reference)
+                     if isinstance(notice.kela_reference, str) else notice.kela_reference)
+        item: dict[str, Any] = {"index": notice.index, "kela_reference": reference}
         if notice.referral is None:
             svc.metrics.validation_rejections.labels(channel="xml").inc()
-            results.append({**item, "status": 422, "errors": notice.errors})
+            results.append({**item, "status": 422, "errors": _safe_errors(notice.errors)})
             continue
         try:
             accepted = await svc.cases.accept_referral(_actor(request, principal), notice.referral,
                                                        referral_hash(notice.referral))
         except InvalidInput as exc:
             svc.metrics.validation_rejections.labels(channel="xml").inc()
-            errors = [{**e, "loc": ["Ilmoitus", notice.index, *xml_loc(e["loc"])]} for e in exc.errors]
-            results.append({**item, "status": 422, "errors": errors})
+            errors: list[ErrorItem] = [{**e, "loc": ["Ilmoitus", notice.index, *xml_loc(e["loc"])]}
+                                       for e in exc.errors]
+            results.append({**item, "status": 422, "errors": _safe_errors(errors)})
             continue
         except Conflict as exc:
             results.append({**item, "status": 409,
@@ -301,10 +312,10 @@ async def get_dead_letters(request: web.Request) -> web.Response:
 async def replay_dead_letter(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = await _principal(request, "admin")
-    raw = request.match_info["dl_id"]
-    if not raw.isdigit() or int(raw) > MAX_POSITION:
+    dl_id = parse_position(request.match_info["dl_id"])
+    if dl_id is None:
         raise NotFound("no such dead letter")
-    return _json(await svc.cases.replay_dead_letter(int(raw), actor=_actor(request, principal)), 202)
+    return _json(await svc.cases.replay_dead_letter(dl_id, actor=_actor(request, principal)), 202)
 
 
 @routes.post("/v1/admin/referrals/{referral_id}/route", name="admin_route")

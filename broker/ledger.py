@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import secrets
 import shutil
 import time
@@ -39,7 +40,7 @@ from broker.tables import (
     updates,
 )
 
-__all__ = ["CaseRow", "Ledger", "new_id", "utcnow"]
+__all__ = ["CaseRow", "Ledger", "is_referral_id", "new_id", "utcnow"]
 
 # A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
 # in order (no reader can page past a sequence number that commits later).
@@ -81,6 +82,16 @@ def utcnow() -> dt.datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+# What `new_id` makes: a canonical UUID, lower-case ASCII hex. Nothing else can name a case.
+_REFERRAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_referral_id(text: str) -> bool:
+    """True for a string that could be a referral id. Anything else (a NUL byte, which PostgreSQL
+    refuses in text, other control characters, Unicode digits) is an unknown id without a query."""
+    return _REFERRAL_ID.fullmatch(text) is not None
 
 
 def dumps(obj: Any) -> str:
@@ -240,6 +251,8 @@ class Ledger:
     @staticmethod
     async def case_by_id(conn: AsyncConnection, referral_id: str, *, for_update: bool = False,
                          ) -> CaseRow | None:
+        if not is_referral_id(referral_id):
+            return None
         q = _CASE_BY_ID_FOR_UPDATE if for_update else _CASE_BY_ID
         row = (await conn.execute(q, {"referral_id": referral_id})).mappings().first()
         return CaseRow.from_row(row) if row else None

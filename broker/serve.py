@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from broker.app import create_app
+from broker.http_server import HandoffRunner
 from broker.settings import Settings
 from broker.tls import server_ssl_context
 
@@ -22,7 +23,7 @@ log = structlog.get_logger(__name__)
 async def serve(settings: Settings, *, until: Callable[[], Awaitable[None]] | None = None) -> None:
     """Serve HTTP and run the workers; stop on a signal or when `until` returns."""
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+    runner = HandoffRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=settings.server.shutdown_timeout_s,
                            keepalive_timeout=settings.server.keepalive_timeout_s)
     await runner.setup()

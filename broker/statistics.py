@@ -29,7 +29,7 @@ __all__ = ["CSV_COLUMNS", "StatsQuery", "compute_statistics", "parse_stats_query
 
 MAX_MONTHS = 36
 SMALL = 5  # counts 1..4 are published as null; statistics over fewer than 5 cases are null
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits; fullmatch, so no trailing "\n"
 
 KINDS = [k.value for k in Kind]
 NEEDS = [n.value for n in Need]
@@ -47,7 +47,7 @@ class StatsQuery:
 
 
 def _month_index(value: str | None, param: str) -> int:
-    match = _MONTH.match(value or "")
+    match = _MONTH.fullmatch(value or "")
     if match is None:
         raise InvalidInput([{"loc": ["query", param], "msg": "must be a month YYYY-MM",
                              "type": "month_format"}])

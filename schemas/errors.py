@@ -11,9 +11,12 @@ from typing import Any, TypedDict
 
 from pydantic import ValidationError
 
-from schemas.hetu import contains_identity_code
+from schemas.hetu import contains_identity_code, mask_identity_codes
 
-__all__ = ["ErrorItem", "SchemaError", "error_items_from_pydantic"]
+__all__ = ["REDACTED", "ErrorItem", "SchemaError", "error_items_from_pydantic", "redact_identity_codes",
+           "safe_loc"]
+
+REDACTED = "<redacted>"
 
 
 class ErrorItem(TypedDict):
@@ -32,16 +35,28 @@ def _safe_msg(err: Any) -> str:
 
 
 def _safe_loc_part(part: str | int) -> str | int:
-    """An unknown key is echoed in `loc`; a key shaped like an identity code is masked."""
+    """An unknown key is echoed in `loc`; a key holding an identity code (in any case, with any
+    neighbours) is masked whole."""
     if isinstance(part, str) and contains_identity_code(part):
-        return "<redacted>"
+        return REDACTED
     return part
+
+
+def safe_loc(loc: Iterable[str | int]) -> list[str | int]:
+    """A `loc` fit to leave the service: in an HTTP error body, or an `.error.json` file."""
+    return [_safe_loc_part(p) for p in loc]
+
+
+def redact_identity_codes(text: str) -> str:
+    """`text` with anything shaped like an identity code masked, for a value the sender chose
+    (a Kela reference) that an answer names back."""
+    return mask_identity_codes(text, REDACTED)
 
 
 def error_items_from_pydantic(exc: ValidationError, prefix: Sequence[str | int] = ()) -> list[ErrorItem]:
     items: list[ErrorItem] = []
     for err in exc.errors(include_url=False, include_input=False, include_context=False):
-        loc = [*prefix, *(_safe_loc_part(p) for p in err["loc"])]
+        loc = [*prefix, *safe_loc(err["loc"])]
         items.append({"loc": loc, "msg": _safe_msg(err), "type": str(err["type"])})
     return items
 

@@ -21,7 +21,9 @@ CENTURY_SIGNS: dict[str, int] = {
     "-": 1900, "Y": 1900, "X": 1900, "W": 1900, "V": 1900, "U": 1900,
     "A": 2000, "B": 2000, "C": 2000, "D": 2000, "E": 2000, "F": 2000,
 }
-_PATTERN = re.compile(r"^(\d{2})(\d{2})(\d{2})([-+A-FU-Y])(\d{3})([0-9A-Y])$")
+# ASCII digits only: `\d` would also take fullwidth and Arabic-Indic digits, which int()
+# reads as ASCII ones, so a code written with them would pass. `\Z`, not `$`, which also matches before "\n".
+_PATTERN = re.compile(r"([0-9]{2})([0-9]{2})([0-9]{2})([-+A-FU-Y])([0-9]{3})([0-9A-Y])\Z")
 
 
 class HetuError(ValueError):

@@ -54,7 +54,7 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_timestamp_not_number)]
 Flag = StrictBool
 
 PersonalId = Annotated[str, StringConstraints(max_length=11, min_length=11), AfterValidator(validate_hetu)]
-MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^\d{3}$")]
+MunicipalityCode = Annotated[str, StringConstraints(pattern=r"^[0-9]{3}$")]  # ASCII digits only
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
 LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 Key = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:/-]+$")]

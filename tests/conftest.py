@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from broker.app import create_app
 from broker.audit import CHAINS
 from broker.auth import hash_token
+from broker.http_server import HandoffRunner
 from broker.services import SERVICES, Services
 from broker.settings import Settings
 
@@ -191,12 +192,19 @@ def base_settings(store_url: str, transport_url: str = "embedded", *,
 Factory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
+class ServiceTestServer(TestServer):
+    """The app on the runner `handoff run` uses (its answers to unreadable requests included)."""
+
+    async def _make_runner(self, **kwargs: Any) -> HandoffRunner:
+        return HandoffRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def make_client() -> AsyncIterator[Factory]:
     clients: list[TestClient[Any, Any]] = []
 
     async def factory(settings: Settings, **kwargs: Any) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = TestClient(TestServer(create_app(settings, **kwargs)))
+        client: TestClient[Any, Any] = TestClient(ServiceTestServer(create_app(settings, **kwargs)))
         await client.start_server()
         clients.append(client)
         return client

@@ -11,15 +11,18 @@ every failing row at once, so one broken rule does not hide the others.
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
 import datetime as dt
 import json
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import yarl
 from structlog.testing import capture_logs
 
 from broker.tables import cases as cases_table
@@ -34,13 +37,17 @@ from tests.conftest import (
 )
 from tests.support import (
     CHECK_CHARS,
+    MUNICIPALITY_OF_AREA,
+    SENT_AT,
     assert_safe_422,
     case_events,
     error_locs,
     get_case,
     hetu_with,
+    new_case,
     post_referral,
     referral_body,
+    reply_body,
 )
 
 MIB = 1024 * 1024
@@ -58,6 +65,11 @@ def raw_hetu(ddmmyy: str, sign: str, individual: str) -> str:
 
 def _wrong_check(code: str) -> str:
     return code[:-1] + ("A" if code[-1] != "A" else "B")
+
+
+# Digits of other scripts that int() reads as ASCII ones (and that `\d` matches).
+FULLWIDTH = str.maketrans("0123456789", "".join(chr(0xFF10 + d) for d in range(10)))
+ARABIC_INDIC = str.maketrans("0123456789", "".join(chr(0x0660 + d) for d in range(10)))
 
 
 def _lowercase_code() -> str:
@@ -120,6 +132,9 @@ GROUPS: dict[str, list[Bad]] = {
         Bad("unknown_century_sign_G", set_at(PID, raw_hetu("140385", "G", "923")), PID),
         Bad("unknown_century_sign_Z", set_at(PID, raw_hetu("140385", "Z", "923")), PID),
         Bad("lowercase", set_at(PID, _lowercase_code()), PID),
+        Bad("fullwidth_digits", set_at(PID, HETU.translate(FULLWIDTH)), PID),
+        Bad("arabic_indic_digits", set_at(PID, HETU.translate(ARABIC_INDIC)), PID),
+        Bad("one_fullwidth_digit", set_at(PID, HETU[:2] + HETU[2].translate(FULLWIDTH) + HETU[3:]), PID),
         Bad("too_short", set_at(PID, HETU[:-1]), PID),
         Bad("too_long", set_at(PID, HETU + "0"), PID),
         Bad("individual_number_000", set_at(PID, raw_hetu("140385", "-", "000")), PID),
@@ -135,6 +150,11 @@ GROUPS: dict[str, list[Bad]] = {
         Bad("municipality_two_digits", set_at(["client", "municipality_code"], "91"),
             ["client", "municipality_code"]),
         Bad("municipality_as_number", set_at(["client", "municipality_code"], 837),
+            ["client", "municipality_code"]),
+        Bad("municipality_fullwidth", set_at(["client", "municipality_code"], "837".translate(FULLWIDTH)),
+            ["client", "municipality_code"]),
+        Bad("municipality_arabic_indic", set_at(["client", "municipality_code"],
+                                                "091".translate(ARABIC_INDIC)),
             ["client", "municipality_code"]),
         Bad("support_need_without_consent_object", delete_at(["consent"]), ["consent", "given"]),
         Bad("support_need_consent_not_given", set_at(["consent"], {"given": False}),
@@ -269,16 +289,56 @@ async def test_bad_referral_is_422_naming_the_field(make_client, store_url, grou
                 ).scalar_one() == 0
 
 
+def letter_checked_code() -> str:
+    """A valid test code whose check character is a letter, so that it has a lower-case spelling."""
+    return next(code for n in range(900, 1000)
+                if (code := hetu_with(dt.date(1977, 5, 6), "-", n))[-1].isalpha())
+
+
+def key_spellings(code: str) -> list[str]:
+    """Keys that hold `code`: as is, with a lower-case check character, all lower-case, and with
+    letters, digits or an underscore for neighbours."""
+    lower_check = code[:-1] + code[-1].lower()
+    return [code, lower_check, code.lower(), f"x{lower_check}", f"{lower_check}abc",
+            f"9{code}9", f"_{code.lower()}_"]
+
+
+def assert_no_code(text: str, codes: list[str]) -> None:
+    folded = text.casefold()
+    for code in codes:
+        assert code.casefold() not in folded, f"the body echoes an identity code: {text[:300]}"
+
+
 async def test_unknown_key_shaped_like_an_identity_code_is_not_echoed(make_client,
                                                                       store_url) -> None:
-    """`loc` names an unknown field, unless the key itself is an identity code."""
+    """`loc` names an unknown field, unless the key holds an identity code (in any case, whatever
+    stands next to it): on referrals, replies, answers and the admin route alike."""
     client = await make_client(base_settings(store_url))
-    body = base(kela_reference="BAD-KEY")
-    code = hetu_with(dt.date(1977, 5, 6), "-", 944)
-    body["client"][code] = "x"
-    r = await client.post("/v1/referrals", json=body, headers=auth(KELA_TOKEN))
-    out = await assert_safe_422(r, secrets=[code, HETU])
-    assert [(e["loc"][0], e["type"]) for e in out["errors"]] == [("client", "extra_forbidden")]
+    code = letter_checked_code()
+    rid = await new_case(client, "BAD-KEY-CASE")
+    problems = []
+    for i, key in enumerate(key_spellings(code)):
+        body = base(kela_reference=f"BAD-KEY-{i}")
+        body["client"][key] = "x"
+        requests: list[tuple[str, Any, str]] = [
+            ("/v1/referrals", body, KELA_TOKEN),
+            (f"/v1/referrals/{rid}/replies", {**reply_body("received", f"R-{i}"), key: 1},
+             intake_token("08")),
+            (f"/v1/referrals/{rid}/answers",
+             {"answer_id": f"A-{i}", "message": "Vastaus (keksitty).", "sent_at": SENT_AT, key: 1},
+             KELA_TOKEN),
+            (f"/v1/admin/referrals/{rid}/route", {"area": "08", key: 1}, ADMIN_TOKEN),
+        ]
+        for path, data, token in requests:
+            r = await client.post(path, json=data, headers=auth(token))
+            text = await r.text()
+            if r.status != 422 or key.casefold() in text.casefold() or code.casefold() in text.casefold():
+                problems.append(f"{key!r} on {path}: {r.status} {text[:200]}")
+            elif path == "/v1/referrals":
+                locs = [(e["loc"][0], e["type"]) for e in json.loads(text)["errors"]]
+                if locs != [("client", "extra_forbidden")]:
+                    problems.append(f"{key!r}: {locs}")
+    assert not problems, "\n".join(problems)
 
 
 # --- what must be accepted -------------------------------------------------------------------
@@ -531,3 +591,156 @@ async def test_aland_without_route_is_unroutable_in_area_91(make_client, store_u
     # The repeat answers with the first result: still unroutable, still area 91.
     status, again = await post_referral(client, body)
     assert status == 200 and again["state"] == "unroutable" and again["area"] == "91", again
+
+
+# --- hostile input: 4xx, never 500 (issue 15) ----------------------------------------------------
+
+DEEP_BODIES = {
+    "200000_open_brackets": b"[" * 200_000,
+    "5000_levels_of_arrays": b"[" * 5_000 + b"]" * 5_000,
+    "5000_levels_of_objects": b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+    "65_levels_of_arrays": b"[" * 65 + b"]" * 65,
+}
+
+
+def json_endpoints(rid: str) -> list[tuple[str, str]]:
+    """Every route that takes a JSON body, with a token allowed to call it."""
+    return [("/v1/referrals", KELA_TOKEN), (f"/v1/referrals/{rid}/replies", intake_token("08")),
+            (f"/v1/referrals/{rid}/answers", KELA_TOKEN),
+            (f"/v1/admin/referrals/{rid}/route", ADMIN_TOKEN)]
+
+
+async def assert_client_error(resp: Any, *, statuses: tuple[int, ...] = (400, 422),
+                              codes: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A 4xx in one of the API's two error shapes, echoing none of `codes`."""
+    text = await resp.text()
+    assert resp.status in statuses, (resp.status, text[:300])
+    assert_no_code(text, list(codes))
+    body: dict[str, Any] = json.loads(text)
+    if "errors" in body:
+        for item in body["errors"]:
+            assert {"loc", "msg", "type"} <= set(item), item
+    else:
+        assert {"code", "message"} <= set(body["error"]), body
+    return body
+
+
+async def test_deep_json_is_a_4xx_naming_the_body_on_every_json_endpoint(make_client,
+                                                                         store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "DEEP-1")
+    problems = []
+    for path, token in json_endpoints(rid):
+        for name, raw in DEEP_BODIES.items():
+            r = await client.post(path, data=raw, headers={**auth(token), **JSON_CT})
+            try:
+                body = await assert_client_error(r)
+            except AssertionError as exc:
+                problems.append(f"{path} {name}: {exc}")
+                continue
+            if "body" not in json.dumps(body):
+                problems.append(f"{path} {name}: the error does not name the body: {body}")
+    assert not problems, "\n".join(problems)
+    # Honest nesting is untouched, and the service still takes referrals.
+    status, out = await post_referral(client, referral_body("DEEP-AFTER"))
+    assert status == 202, out
+
+
+# Characters str.isdigit() or int() take that are not ASCII digits: superscripts, fullwidth,
+# Arabic-Indic, Devanagari, and a mix with ASCII digits.
+UNICODE_NUMBERS = ["\u00b2", "\u00b9\u2070", "3".translate(FULLWIDTH), "10".translate(FULLWIDTH),
+                   "3".translate(ARABIC_INDIC), "\u0967\u0966", "1\u00b2", "30".translate(ARABIC_INDIC),
+                   "5\u0663"]
+
+
+async def test_unicode_digits_in_numbers_from_the_url_are_refused(make_client, store_url) -> None:
+    """Only ASCII digits are numbers: `limit` is 422 naming it, a dead-letter id 404 (no such id),
+    a cursor 422, a statistics month 422."""
+    client = await make_client(base_settings(store_url))
+    lists = [("/v1/inbox", intake_token("08")), ("/v1/updates", KELA_TOKEN),
+             ("/v1/admin/dead-letters", ADMIN_TOKEN)]
+    problems = []
+
+    async def expect(method: str, url: str, token: str, status: int, loc: list[str] | None) -> None:
+        r = await client.request(method, url, headers=auth(token))
+        text = await r.text()
+        if r.status != status:
+            problems.append(f"{method} {url}: {r.status} {text[:200]}")
+        elif loc is not None and loc not in error_locs(json.loads(text)):
+            problems.append(f"{method} {url}: {loc} not named: {text[:200]}")
+
+    for value in UNICODE_NUMBERS:
+        quoted = urllib.parse.quote(value)
+        for path, token in lists:
+            await expect("GET", f"{path}?limit={quoted}", token, 422, ["query", "limit"])
+        await expect("POST", f"/v1/admin/dead-letters/{quoted}/replay", ADMIN_TOKEN, 404, None)
+        cursor = base64.urlsafe_b64encode(f"u:{value}".encode()).decode().rstrip("=")
+        await expect("GET", f"/v1/updates?after={cursor}", KELA_TOKEN, 422, ["query", "after"])
+        await expect("GET", f"/v1/statistics?from=2026-0{quoted}&to=2026-03", ADMIN_TOKEN, 422,
+                     ["query", "from"])
+        await expect("GET", f"/v1/statistics?from={urllib.parse.quote('2026'.translate(FULLWIDTH))}-01&to=2026-03",
+                     ADMIN_TOKEN, 422, ["query", "from"])
+    # ASCII digits still work.
+    for path, token in lists:
+        await expect("GET", f"{path}?limit=5", token, 200, None)
+    assert not problems, "\n".join(problems)
+
+
+def hostile_ids(rid: str) -> list[str]:
+    """Percent-encoded path ids that are no referral id: NUL and other control characters, alone
+    or around a real id, and Unicode look-alikes of one."""
+    return ["a%00b", "%00", f"{rid}%00", f"%00{rid}", f"{rid[:8]}%00{rid[9:]}", f"{rid}%01", "%7F",
+            f"{rid}%0A", "%C2%85", f"{rid.upper()}", urllib.parse.quote(rid.translate(FULLWIDTH))]
+
+
+async def test_control_characters_in_path_ids_are_404(make_client, store_url) -> None:
+    """A NUL byte reaches PostgreSQL as an error unless it is stopped first: every route with a
+    referral id (and the dashboard's lookup) answers as for an unknown id."""
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "NUL-1")
+    answer = {"answer_id": "A-nul", "message": "Vastaus (keksitty).", "sent_at": SENT_AT}
+    problems = []
+    for bad in hostile_ids(rid):
+        calls: list[tuple[str, str, Any, str]] = [
+            ("GET", f"/v1/referrals/{bad}", None, ADMIN_TOKEN),
+            ("GET", f"/v1/referrals/{bad}", None, KELA_TOKEN),
+            ("POST", f"/v1/referrals/{bad}/replies", reply_body("received", "R-nul"),
+             intake_token("08")),
+            ("POST", f"/v1/referrals/{bad}/answers", answer, KELA_TOKEN),
+            ("POST", f"/v1/admin/referrals/{bad}/route", {"area": "08"}, ADMIN_TOKEN),
+        ]
+        if bad not in (f"{rid}%0A", rid.upper()):  # a search box: trimmed, any case, by design
+            calls.append(("GET", f"/dashboard/cases?q={bad}", None, ADMIN_TOKEN))
+        for method, url, data, token in calls:
+            r = await client.request(method, yarl.URL(url, encoded=True), json=data,
+                                     headers=auth(token))
+            text = await r.text()
+            if r.status not in (404, 422):
+                problems.append(f"{method} {url}: {r.status} {text[:200]}")
+    assert not problems, "\n".join(problems)
+    # The case itself was not touched.
+    assert (await get_case(client, rid))["state"] == "delivered"
+
+
+async def test_kela_reference_with_control_characters_is_not_looked_up(make_client,
+                                                                        store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    await new_case(client, "REF-CTRL", wait_delivered=False)
+    for q in ("REF-CTRL%00", "%00", "REF%01CTRL", "REF-CTRL%0D%0Ax"):
+        r = await client.get(yarl.URL(f"/dashboard/cases?q={q}", encoded=True), headers=auth(ADMIN_TOKEN))
+        assert r.status == 404, (q, r.status)
+    r = await client.get("/dashboard/cases?q=REF-CTRL", headers=auth(ADMIN_TOKEN))
+    assert r.status == 200
+
+
+async def test_unicode_digits_in_reply_municipality_code_are_422(make_client, store_url) -> None:
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "RET-UNI")
+    for code in (MUNICIPALITY_OF_AREA["90"].translate(FULLWIDTH),
+                 MUNICIPALITY_OF_AREA["90"].translate(ARABIC_INDIC)):
+        body = {**reply_body("returned", f"R-{code}"), "suggested_municipality_code": code}
+        r = await client.post(f"/v1/referrals/{rid}/replies", json=body,
+                              headers=auth(intake_token("08")))
+        out = await assert_safe_422(r)
+        assert ["suggested_municipality_code"] in error_locs(out), out
+    assert (await get_case(client, rid))["state"] == "delivered"

@@ -636,3 +636,26 @@ def test_error_locations_point_into_the_file() -> None:
     assert reply_xml_loc(["findings", 2]) == ["Vastaus", "Havainnot", "Havainto", 2]
     assert reply_xml_loc(["client_feedback", "rating"]) == ["Vastaus", "AsiakasPalaute", "Arvio"]
     assert reply_xml_loc([]) == ["Vastaus"]
+
+
+async def test_error_files_never_name_an_identity_code_a_key_holds(env: Env) -> None:
+    """A key (JSON) or element name (XML) holding an identity code, in any case and between any
+    neighbours, is masked in the `.error.json` `loc`."""
+    rid = await new_case(env.client, "FR-KEY", area="08")
+    rid90 = await new_case(env.client, "FR-KEY-90", area="90")
+    lower = TEST_HETU[:-1] + TEST_HETU[-1].lower()
+    keys = [TEST_HETU, lower, TEST_HETU.lower(), f"x{lower}", f"{lower}abc", f"_{TEST_HETU}_"]
+    for i, key in enumerate(keys):
+        drop(env.replies(), f"k{i}.json", json.dumps(
+            {"referral_id": rid, **reply_body("received", f"R-k{i}"), key: "x"}))
+    for i, name in enumerate(("x" + lower, "x" + TEST_HETU + "abc")):
+        drop(env.replies("90"), f"k{i}.xml",
+             xml_reply(rid90, "vastaanotettu", f"R-k{i}", extra=f"<{name}>1</{name}>"))
+    await env.scan(processed=0, rejected=len(keys) + 2)
+    docs = [(env.replies() / "rejected" / f"k{i}.json.error.json") for i in range(len(keys))]
+    docs += [(env.replies("90") / "rejected" / f"k{i}.xml.error.json") for i in range(2)]
+    for path in docs:
+        text = path.read_text("utf-8")
+        assert TEST_HETU.casefold() not in text.casefold(), text
+        doc = json.loads(text)
+        assert doc["status"] == 422 and "<redacted>" in json.dumps(doc["errors"]), doc

@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import re
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -36,7 +37,15 @@ from adapters.municipal.replies_file import NAMESPACE as REPLY_NS
 from adapters.municipal.replies_file import ReplyFileError, parse_reply_file
 from broker.app import create_app
 from broker.file_replies import FileReplyScanner
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
+from tests.conftest import (
+    ADMIN_TOKEN,
+    KELA_TOKEN,
+    ServiceTestServer,
+    auth,
+    base_settings,
+    intake_token,
+    services_of,
+)
 from tests.support import MUNICIPALITY_OF_AREA, referral_body, reply_body
 
 settings.register_profile("ci", max_examples=50, deadline=None,
@@ -508,3 +517,128 @@ def test_fuzzing_left_no_crash_behind(live: Live) -> None:
     live.assert_healthy()
     status, raw = live.request("GET", "/metrics")
     assert status == 200 and b"handoff_validation_rejections_total" in raw
+
+
+# --- hostile input on both stores (issue 15): the classes, not the instances -----------------------
+
+
+@pytest.fixture
+def hostile(store_url: str, tmp_path: Path) -> Iterator[Live]:
+    """A fresh app on each store (SQLite and PostgreSQL), on the runner `handoff run` uses."""
+    loop = asyncio.new_event_loop()
+
+    async def start() -> TestClient[Any, Any]:
+        client: TestClient[Any, Any] = TestClient(ServiceTestServer(create_app(base_settings(store_url))))
+        await client.start_server()
+        return client
+
+    client = loop.run_until_complete(start())
+    try:
+        yield Live(loop, client, tmp_path)
+    finally:
+        loop.run_until_complete(client.close())
+        loop.close()
+
+
+ASCII_DIGITS = "0123456789"
+# Every character Unicode calls a number (decimal digits of any script, superscripts, fractions,
+# Roman numerals...) except the ASCII digits: str.isdigit() or int() accept many of them.
+unicode_number_chars = st.characters(categories=["Nd", "No", "Nl"]).filter(lambda c: c not in ASCII_DIGITS)
+non_ascii_numbers = st.tuples(st.text(ASCII_DIGITS, max_size=2), st.text(unicode_number_chars, min_size=1,
+                                                                          max_size=3),
+                              st.text(ASCII_DIGITS, max_size=2)).map("".join)
+
+
+def _status_json(live: Live, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    raw = json.dumps(body).encode() if body is not None else None
+    headers = {**auth(token), **({"Content-Type": "application/json"} if raw is not None else {})}
+    status, answer = live.request(method, path, raw, headers)
+    assert status != 500, (method, path, answer[:300])
+    try:
+        return status, json.loads(answer)
+    except ValueError:
+        return status, answer.decode("utf-8", "replace")
+
+
+def test_non_ascii_digits_are_no_number_anywhere_in_a_url(hostile: Live) -> None:
+    def check(value: str) -> None:
+        quoted = urllib.parse.quote(value, safe="")
+        for path, token in (("/v1/inbox", intake_token("08")), ("/v1/updates", KELA_TOKEN),
+                            ("/v1/admin/dead-letters", ADMIN_TOKEN)):
+            status, body = _status_json(hostile, "GET", f"{path}?limit={quoted}", token)
+            assert status == 422 and ["query", "limit"] in [e["loc"] for e in body["errors"]], body
+        status, body = _status_json(hostile, "POST", f"/v1/admin/dead-letters/{quoted}/replay", ADMIN_TOKEN)
+        assert status == 404, body
+        status, body = _status_json(hostile, "GET", f"/v1/statistics?from=2026-01&to={quoted}",
+                                    ADMIN_TOKEN)
+        assert status == 422, body
+
+    run_examples(non_ascii_numbers, check)
+
+
+# Ids that are no referral id: control and format characters, spaces, Unicode digits, among
+# the characters of a real one.
+hostile_id_chars = st.characters(categories=["Cc", "Cf", "Zs", "Nd", "No"]) | st.sampled_from("-abcdef0123456789")
+hostile_ids = (st.text(hostile_id_chars, min_size=1, max_size=40)
+               | st.builds(lambda rid, i, c: rid[:i] + c + rid[i:], st.uuids().map(str),
+                           st.integers(0, 36), st.characters(categories=["Cc", "Cf", "Nd"])))
+
+
+def test_hostile_path_ids_are_unknown_ids(hostile: Live) -> None:
+    answer = {"answer_id": "A-fz", "message": "Vastaus (keksitty).", "sent_at": "2026-01-02T10:00:00+02:00"}
+
+    def check(value: str) -> None:
+        quoted = urllib.parse.quote(value, safe="")
+        for method, path, token, body in (
+            ("GET", f"/v1/referrals/{quoted}", ADMIN_TOKEN, None),
+            ("POST", f"/v1/referrals/{quoted}/replies", intake_token("08"), reply_body("received", "R-fz")),
+            ("POST", f"/v1/referrals/{quoted}/answers", KELA_TOKEN, answer),
+            ("POST", f"/v1/admin/referrals/{quoted}/route", ADMIN_TOKEN, {"area": "08"}),
+        ):
+            status, out = _status_json(hostile, method, path, token, body)
+            # 405: a value such as ".." that the URL resolves into another route.
+            assert status in (404, 405, 422), (method, path, status, out)
+
+    run_examples(hostile_ids, check)
+
+
+def test_deep_json_on_every_json_endpoint(hostile: Live) -> None:
+    rid = new_referral(hostile)
+    endpoints = [("/v1/referrals", KELA_TOKEN), (f"/v1/referrals/{rid}/replies", intake_token("08")),
+                 (f"/v1/referrals/{rid}/answers", KELA_TOKEN),
+                 (f"/v1/admin/referrals/{rid}/route", ADMIN_TOKEN)]
+
+    def check(drawn: tuple[int, str, bool, tuple[str, str]]) -> None:
+        depth, opener, closed, (path, token) = drawn
+        closer = "]" if opener == "[" else "}"
+        raw = (opener * depth + ("1" if opener != "[" else "") + (closer * depth if closed else "")).encode()
+        status, body = hostile.post(path, raw, "application/json", token)
+        assert status in (400, 422), (path, depth, status, body)
+        assert "body" in json.dumps(body), body
+
+    run_examples(st.tuples(st.integers(65, 20_000), st.sampled_from(["[", '{"a":']), st.booleans(),
+                           st.sampled_from(endpoints)), check)
+    hostile.assert_healthy()
+
+
+def test_identity_codes_with_non_ascii_digits_are_422(hostile: Live) -> None:
+    decimal_digits = st.characters(categories=["Nd"]).filter(lambda c: c not in ASCII_DIGITS)
+
+    @st.composite
+    def spoofed(draw: st.DrawFn) -> str:
+        code: str = draw(st.sampled_from(SAMPLE_HETUS))
+        positions = [i for i, c in enumerate(code) if c in ASCII_DIGITS]
+        chosen = draw(st.lists(st.sampled_from(positions), min_size=1, unique=True))
+        chars = list(code)
+        for i in chosen:
+            chars[i] = draw(decimal_digits)
+        return "".join(chars)
+
+    def check(code: str) -> None:
+        body = referral_body(f"FZ-HETU-{uuid.uuid4().hex[:12]}", personal_id=code)
+        status, out = hostile.post("/v1/referrals", json.dumps(body).encode(), "application/json")
+        assert status == 422, (status, out)
+        assert ["client", "personal_id"] in [e["loc"] for e in out["errors"]], out
+        assert code not in json.dumps(out, ensure_ascii=False)
+
+    run_examples(spoofed(), check)

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import time
 from typing import Any
 
 from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
-from tests.support import new_case
+from tests.support import hetu_with, new_case
 
 LIMITED = {"server": {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}}
 
@@ -176,3 +178,45 @@ async def test_safe_headers_on_api_errors_and_dashboard(make_client, store_url) 
         assert "frame-ancestors 'none'" in csp and "script-src 'none'" in csp
         assert r.headers.getall("X-Frame-Options") == ["DENY"]
     assert responses[0].status == 200 and responses[2].status == 401 and responses[3].status == 404
+
+
+# --- requests aiohttp's parser refuses -----------------------------------------------------------
+
+
+async def _raw_exchange(client: Any, raw: bytes) -> bytes:
+    reader, writer = await _raw_request(client, raw)
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def test_unreadable_requests_get_a_generic_400_that_echoes_nothing(make_client, store_url) -> None:
+    """A request line or header over 8,190 bytes, a control character in the path, a bad header
+    name: aiohttp's own answer quotes the line; the service's quotes nothing of it."""
+    client = await make_client(base_settings(store_url))
+    code = hetu_with(dt.date(1970, 1, 1), "-", 999)
+    lower = code[:-1] + code[-1].lower()
+    requests = {
+        "long_request_line": b"GET /v1/referrals/" + code.encode() + b"a" * 9_000 + b" HTTP/1.1\r\n"
+                             b"Host: 127.0.0.1\r\n\r\n",
+        "long_query": b"GET /v1/updates?q=" + lower.encode() + b"b" * 9_000 + b" HTTP/1.1\r\n"
+                      b"Host: 127.0.0.1\r\n\r\n",
+        "long_header": b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Note: " + code.encode()
+                       + b"c" * 9_000 + b"\r\n\r\n",
+        "nul_in_path": b"GET /v1/referrals/\x00" + code.encode() + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+        "bad_method": b"G\x01T /v1/referrals/" + code.encode() + b" HTTP/1.1\r\n\r\n",
+        "bad_header_name": b"GET /healthz HTTP/1.1\r\nHost: x\r\nX " + code.encode() + b": 1\r\n\r\n",
+    }
+    for name, raw in requests.items():
+        answer = await _raw_exchange(client, raw)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] in (b"400", b"414", b"431"), (name, head)
+        assert code.casefold().encode() not in answer.lower(), (name, answer[:300])
+        assert b"aaaa" not in answer and b"bbbb" not in answer and b"cccc" not in answer, name
+        error = json.loads(body)["error"]
+        assert error["code"] and error["message"], (name, error)
+    # The service still answers on new connections.
+    assert await get_status(client, "/healthz") == 200

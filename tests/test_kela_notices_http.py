@@ -17,7 +17,7 @@ import pytest
 from adapters.kela import NAMESPACE, notices_xsd, parse_notices, render_notice_batch
 from schemas.models import Referral
 from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
-from tests.support import get_case, post_referral, referral_body
+from tests.support import get_case, hetu_with, post_referral, referral_body
 
 SAMPLES = Path(__file__).parent / "samples" / "kela"
 VALID = (SAMPLES / "valid_batch.xml").read_bytes()
@@ -290,3 +290,26 @@ async def test_metrics_count_xml_notices_and_rejections(client: Any) -> None:
     text = await (await client.get("/metrics")).text()
     assert 'handoff_referrals_received_total{channel="xml",kind="urgent_assistance"} 1.0' in text
     assert 'handoff_validation_rejections_total{channel="xml"} 1.0' in text
+
+
+async def test_a_kela_reference_holding_an_identity_code_is_not_echoed(client: Any) -> None:
+    """`kela_reference` in the 207 names Kela's reference back, but never a code it holds: for an
+    accepted notice and for a refused one, in any case."""
+    code = hetu_with(dt.date(1970, 1, 1), "-", 999)  # 010170-999R
+    references = [code, f"REF-{code.lower()}", f"{code}X1"]
+    raw = VALID.decode()
+    for i, reference in enumerate(references):
+        raw = raw.replace(f"KELA-2025-00010{i + 1}", reference)
+    # The third notice also gets an unknown municipality: a 422 result still names its reference.
+    third = raw.index("<Ilmoitus>", raw.index(references[2]) - 200)
+    start = raw.index("<Kotikuntakoodi>", third)
+    end = raw.index("</Kotikuntakoodi>", start)
+    raw = raw[:start] + "<Kotikuntakoodi>999" + raw[end:]
+    status, body = await post_notices(client, raw.encode())
+    assert status == 207, body
+    text = json.dumps(body, ensure_ascii=False)
+    assert code.casefold() not in text.casefold(), text
+    statuses = [r["status"] for r in body["results"]]
+    assert statuses[:2] == [202, 202] and 422 in statuses, statuses
+    assert all(r["kela_reference"] is None or "<redacted>" in r["kela_reference"]
+               for r in body["results"][:3]), body["results"]
