@@ -146,11 +146,16 @@ class Party(_Section):
     role: Literal["kela", "intake", "admin"]
     area: str | None = None
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # A Kela party sees the cases it sent and their updates; Kela's central reader sees every
+    # sender's cases and the whole /v1/updates feed (README "Who sees which case").
+    central_reader: bool = False
 
     @model_validator(mode="after")
     def _intake_has_area(self) -> Party:
         if self.role == "intake" and not self.area:
             raise ValueError("an intake party needs an area")
+        if self.central_reader and self.role != "kela":
+            raise ValueError("central_reader is for a party with role kela")
         return self
 
 
