@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
+from broker.client_address import TRUSTED_PROXIES, TrustedProxies
 from broker.dashboard import load_dashboard_keys, setup_dashboard
 from broker.http import routes
 from broker.http_errors import error_middleware
@@ -34,6 +35,7 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
     app = web.Application(middlewares=[security_headers_middleware, error_middleware,
                                        rate_limit_middleware, body_deadline_middleware],
                           client_max_size=settings.server.max_body_bytes + 1024)
+    app[TRUSTED_PROXIES] = TrustedProxies(settings.server.trusted_proxies)
     app.add_routes(routes)
     setup_dashboard(app)
 

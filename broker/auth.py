@@ -44,6 +44,13 @@ class Principal:
     party_id: str
     role: str
     area: str | None
+    central_reader: bool = False
+
+    @property
+    def own_sender(self) -> str | None:
+        """The sender whose cases alone this party may see: a Kela party's own id, unless it is
+        Kela's central reader; None for everyone else (an intake is limited by area instead)."""
+        return self.party_id if self.role == "kela" and not self.central_reader else None
 
 
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
@@ -53,7 +60,8 @@ class TokenBook:
     def __init__(self, parties: Iterable[Party], store: TokenStore | None = None, *,
                  limiter: RateLimiter | None = None,
                  clock: Callable[[], dt.datetime] = _utcnow) -> None:
-        self._by_hash = {p.token_sha256: Principal(p.id, p.role, p.area) for p in parties}
+        self._by_hash = {p.token_sha256: Principal(p.id, p.role, p.area, p.central_reader)
+                         for p in parties}
         self._store = store
         self.limiter = limiter
         self.clock = clock
@@ -74,7 +82,7 @@ class TokenBook:
         if principal is None and self._store is not None:
             info = await self._store.lookup(digest)
             if info is not None and info.status(self.clock()) == "active":
-                principal = Principal(info.party_id, info.role, info.area)
+                principal = Principal(info.party_id, info.role, info.area, info.central_reader)
         if principal is None:
             raise Unauthorized("invalid token")
         if self.limiter is not None:

@@ -208,7 +208,8 @@ class CaseService:
             await self._route_to(conn, referral_id, referral.kind.value, area, now, with_events=[received])
         else:
             await self.ledger.add_events(conn, [received])
-            await self._unroutable(conn, referral_id, referral.kela_reference, area, reason or "", now)
+            await self._unroutable(conn, referral_id, sender, referral.kela_reference, area,
+                                   reason or "", now)
         return result
 
     async def _route_to(self, conn: AsyncConnection, referral_id: str, kind: str, area: str,
@@ -226,22 +227,25 @@ class CaseService:
                                      routing_key=referral_routing_key(area, kind),
                                      envelope=env, at=now)
 
-    async def _unroutable(self, conn: AsyncConnection, referral_id: str, kela_reference: str,
-                          area: str | None, reason: str, now: dt.datetime) -> None:
+    async def _unroutable(self, conn: AsyncConnection, referral_id: str, sender: str,
+                          kela_reference: str, area: str | None, reason: str,
+                          now: dt.datetime) -> None:
         event_id = await self.ledger.add_event(conn, referral_id=referral_id, type_="unroutable",
                                                at=now, area=area, data={"reason": reason})
-        await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
+        await self.update_kela(conn, event_id=event_id, referral_id=referral_id, sender=sender,
                                kela_reference=kela_reference, type_="unroutable", at=now,
                                data={"area": area, "reason": reason})
 
     async def update_kela(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
-                          kela_reference: str, type_: str, at: dt.datetime,
+                          sender: str, kela_reference: str, type_: str, at: dt.datetime,
                           data: Mapping[str, Any]) -> None:
-        """An entry in Kela's pull feed, and (when Kela has a webhook route) a push of the same."""
+        """An entry in Kela's pull feed (`sender`'s, the case's sender), and (when Kela has a webhook
+        route) a push of the same."""
         item = {"referral_id": referral_id, "kela_reference": kela_reference, "type": type_,
                 "at": at.isoformat(), **data}
         await self.ledger.add_update(conn, event_id=event_id, referral_id=referral_id,
-                                     kela_reference=kela_reference, type_=type_, at=at, data=item)
+                                     sender=sender, kela_reference=kela_reference, type_=type_,
+                                     at=at, data=item)
         if self._kela_push:
             env = envelope(event_id=event_id, type_=type_, referral_id=referral_id,
                            area=data.get("area"), occurred_at=at, data=item)
@@ -319,12 +323,13 @@ class CaseService:
             if not await self.ledger.set_case(conn, case.pk, case.state, **values):
                 raise IntegrityError("case changed concurrently", None, Exception())
             await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
-                                   kela_reference=case.kela_reference, type_="reply", at=now,
+                                   sender=case.sender, kela_reference=case.kela_reference,
+                                   type_="reply", at=now,
                                    data={"area": case.area, "state": final_state, "reply": reply_data})
             for kind, payload in extra.items():
                 await self.update_kela(conn, event_id=new_id(), referral_id=referral_id,
-                                       kela_reference=case.kela_reference, type_=kind, at=now,
-                                       data=payload)
+                                       sender=case.sender, kela_reference=case.kela_reference,
+                                       type_=kind, at=now, data=payload)
             await audit.append(conn, actor, [AuditEntry("reply_applied", referral_id)], now)
         obs.area = case.area
         self._observed("reply", obs)
@@ -418,23 +423,25 @@ class CaseService:
     # --- Kela's answers to information requests --------------------------------------------------
 
     async def apply_answer(self, referral_id: str, answer: Answer, sha: str, *, actor: Actor | str,
-                           now: dt.datetime | None = None) -> ReplyResult:
+                           sender: str | None = None, now: dt.datetime | None = None) -> ReplyResult:
+        """Kela's answer to an information request. With `sender` (a Kela party that sees only its
+        own cases), another sender's case is a 404, as for an id that does not exist."""
         now = now or utcnow()
         who = as_actor(actor, "kela")
         async with self._refusal_audited(who, "answer_applied", referral_id):
             try:
-                result = await self._apply_answer_once(referral_id, answer, sha, who, now)
+                result = await self._apply_answer_once(referral_id, answer, sha, who, sender, now)
             except IntegrityError:
-                result = await self._apply_answer_once(referral_id, answer, sha, who, now)
+                result = await self._apply_answer_once(referral_id, answer, sha, who, sender, now)
         if result.created:
             self._on_outbox()
         return result
 
     async def _apply_answer_once(self, referral_id: str, answer: Answer, sha: str, actor: Actor,
-                                 now: dt.datetime) -> ReplyResult:
+                                 sender: str | None, now: dt.datetime) -> ReplyResult:
         async with self.ledger.transaction() as conn:
             case = await self.ledger.case_by_id(conn, referral_id, for_update=self.ledger.is_postgres)
-            if case is None:
+            if case is None or (sender is not None and case.sender != sender):
                 raise NotFound("no such referral")
             dedupe_key = f"answer:{answer.answer_id}"
             previous = await self._previous(conn, referral_id, dedupe_key)
@@ -501,7 +508,8 @@ class CaseService:
                 actor=actor.party_id, data={"from_area": case.area, "to_area": area, "by": "operator"})
             await self._route_to(conn, referral_id, case.kind, area, now)
             await self.update_kela(conn, event_id=event_id, referral_id=referral_id,
-                                   kela_reference=case.kela_reference, type_="rerouted", at=now,
+                                   sender=case.sender, kela_reference=case.kela_reference,
+                                   type_="rerouted", at=now,
                                    data={"area": area, "from_area": case.area, "to_area": area})
             await audit.append(conn, actor, [AuditEntry("rerouted_by_operator", referral_id)], now)
         return {"referral_id": referral_id, "state": state, "area": area}
@@ -582,11 +590,13 @@ class CaseService:
                                      [AuditEntry(action, rid) for rid in referral_ids], utcnow())
 
     async def read_case(self, referral_id: str, actor: Actor, *, area: str | None,
-                        ) -> tuple[CaseRow, list[dict[str, Any]]] | None:
+                        sender: str | None = None) -> tuple[CaseRow, list[dict[str, Any]]] | None:
         """A case with its history for `actor`; None (and a `not_found` record) when it does not
-        exist or, for an intake (`area` given), belongs to another area."""
+        exist or, for an intake (`area` given), belongs to another area, or, for a Kela party that
+        sees only its own cases (`sender` given), was sent by another party."""
         found = await self.ledger.read_case(referral_id)
-        visible = found is not None and (area is None or found[0].area == area)
+        visible = (found is not None and (area is None or found[0].area == area)
+                   and (sender is None or found[0].sender == sender))
         await audit.append_alone(self.ledger, actor, [
             AuditEntry("case_read", referral_id, "ok" if visible else "not_found")], utcnow())
         return found if visible else None
@@ -624,7 +634,7 @@ class CaseService:
                                                  data={"reason": reason[:200], "attempts": attempts})
                 if not routing_key.startswith("update."):
                     await self.update_kela(conn, event_id=ev, referral_id=case.referral_id,
-                                           kela_reference=case.kela_reference,
+                                           sender=case.sender, kela_reference=case.kela_reference,
                                            type_="delivery_failed", at=now,
                                            data={"area": area, "reason": reason[:200]})
             await audit.append(conn, DELIVERY_ACTOR,

@@ -80,6 +80,11 @@ def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e
                  role: Annotated[str, typer.Option(help="kela, intake or admin.")] = "kela",
                  area: Annotated[str | None, typer.Option(help="Area code for an intake.")] = None,
                  expires_in_days: ExpiresOpt = None,
+                 central_reader: Annotated[bool, typer.Option(
+                     "--central-reader",
+                     help="Kela's central reader: sees every sender's cases and the whole "
+                          "/v1/updates feed (role kela only; other Kela parties see their own)."
+                 )] = False,
                  store: Annotated[bool, typer.Option(
                      "--store/--no-store",
                      help="Keep the token in the ledger ([store] url), where it can be rotated and "
@@ -92,10 +97,13 @@ def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e
         raise typer.BadParameter("role must be kela, intake or admin", param_hint="--role")
     if role == "intake" and not area:
         raise typer.BadParameter("an intake needs --area", param_hint="--area")
+    if central_reader and role != "kela":
+        raise typer.BadParameter("only a kela party can be the central reader",
+                                 param_hint="--central-reader")
     if store:
         def create(tokens: TokenStore, now: dt.datetime) -> Awaitable[IssuedToken]:
             return tokens.create(party, role, area, actor=_cli_actor(), now=now,
-                                 expires_in=_days(expires_in_days))
+                                 expires_in=_days(expires_in_days), central_reader=central_reader)
 
         _issued(_run_tokens(config, create))
         return
@@ -111,6 +119,8 @@ def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e
     if area:
         typer.echo(f'area = "{area}"')
     typer.echo(f'token_sha256 = "{hash_token(token)}"')
+    if central_reader:
+        typer.echo("central_reader = true")
 
 
 @token_app.command("rotate")
@@ -119,7 +129,8 @@ def token_rotate(party: Annotated[str, typer.Option("--party", help="Party id.")
                      min=0, help="The old tokens keep working this long.")] = 0.0,
                  expires_in_days: ExpiresOpt = None,
                  config: ConfigOpt = None) -> None:
-    """Give a party a new ledger token (same role and area); its old tokens end after the grace."""
+    """Give a party a new ledger token (same role, area and central-reader mark); its old tokens
+    end after the grace."""
 
     def rotate(tokens: TokenStore, now: dt.datetime) -> Awaitable[IssuedToken]:
         return tokens.rotate(party, actor=_cli_actor(), now=now,
@@ -149,16 +160,17 @@ def token_revoke(token_id: Annotated[str | None, typer.Option("--id", help="Toke
 def token_list(party: Annotated[str | None, typer.Option("--party", help="Only this party.")] = None,
                as_json: Annotated[bool, typer.Option("--json", help="One JSON object a line.")] = False,
                config: ConfigOpt = None) -> None:
-    """List ledger tokens: id, party, role, area, dates and status (never the token or its hash)."""
+    """List ledger tokens: id, party, role, area, central reader, dates and status (never the token
+    or its hash)."""
 
-    async def listed(tokens: TokenStore, now: dt.datetime) -> list[dict[str, str | None]]:
+    async def listed(tokens: TokenStore, now: dt.datetime) -> list[dict[str, str | bool | None]]:
         return [t.as_json(now) for t in await tokens.list(party_id=party)]
 
     for row in _run_tokens(config, listed):
         if as_json:
             typer.echo(json.dumps(row))
         else:
-            typer.echo("  ".join(f"{k}={v}" for k, v in row.items() if v is not None))
+            typer.echo("  ".join(f"{k}={v}" for k, v in row.items() if v not in (None, False)))
 
 
 def _days(days: float | None) -> dt.timedelta | None:
@@ -174,7 +186,7 @@ def _cli_actor() -> Actor:
 def _issued(issued: IssuedToken) -> None:
     typer.echo(f"token (shown once, give it to the party): {issued.token}")
     info = issued.info.as_json(issued.info.created_at)
-    typer.echo("  ".join(f"{k}={v}" for k, v in info.items() if v is not None))
+    typer.echo("  ".join(f"{k}={v}" for k, v in info.items() if v not in (None, False)))
 
 
 def _run_tokens(config: Path | None, job: Callable[[TokenStore, dt.datetime], Awaitable[T]]) -> T:

@@ -42,6 +42,7 @@ from broker.cursors import parse_position
 from broker.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.http_errors import REQUEST_ID
 from broker.ledger import Ledger, is_referral_id, utcnow
+from broker.rate_limits import CREDENTIAL_COOKIES
 from broker.routing import Classification
 from broker.services import SERVICES, Services
 from broker.settings import Settings
@@ -1643,6 +1644,8 @@ async def load_dashboard_keys(app: web.Application, ledger: Ledger) -> None:
 def setup_dashboard(app: web.Application) -> None:
     """Register the dashboard's routes and its response headers (keys: `load_dashboard_keys`)."""
     app.on_response_prepare.append(_security_headers)
+    # A session cookie is a credential: the rate limits charge its party, not its address.
+    app[CREDENTIAL_COOKIES] = app.get(CREDENTIAL_COOKIES, frozenset()) | {SESSION_COOKIE}
     app.router.add_get("/dashboard", overview, name="dashboard")
     app.router.add_get("/dashboard/cases", case_lookup, name="dashboard_cases")
     app.router.add_get("/dashboard/statistics", statistics_page, name="dashboard_statistics")

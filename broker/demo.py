@@ -102,6 +102,8 @@ class Simulation:
             await asyncio.sleep(1 / self.rate)
 
     async def kela_feed_reader(self, http: aiohttp.ClientSession) -> None:
+        # The same party as `kela_handlers`: a Kela party reads the updates of the cases it sent
+        # (and answers them), so kela-demo needs no central-reader mark.
         cursor = ""
         while True:
             async with http.get(f"{self.base}/v1/updates", params={"after": cursor, "limit": "200"},

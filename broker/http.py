@@ -213,8 +213,10 @@ async def post_answer(request: web.Request) -> web.Response:
     except SchemaError as exc:
         raise await _refuse_invalid(request, principal, "answer_applied", referral_id, exc
                                     ) from None
+    # Another sender's case is the same 404 as a missing one (unless Kela's central reader asks).
     result = await svc.cases.apply_answer(referral_id, answer, body_hash(data),
-                                          actor=_actor(request, principal))
+                                          actor=_actor(request, principal),
+                                          sender=principal.own_sender)
     return _json(result.body, 202 if result.created else 200)
 
 
@@ -223,7 +225,8 @@ async def get_updates(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = await _principal(request, "kela")
     after = decode_cursor("u", request.query.get("after"))
-    rows = await svc.ledger.feed(after, _limit(request))
+    # A Kela party reads the entries of the cases it sent; Kela's central reader the whole feed.
+    rows = await svc.ledger.feed(after, _limit(request), sender=principal.own_sender)
     await svc.cases.record_reads(_actor(request, principal), "feed_read",
                                  [r["referral_id"] for r in rows])
     items = [dump_update(r) for r in rows]
@@ -240,9 +243,11 @@ async def get_updates(request: web.Request) -> web.Response:
 async def get_referral(request: web.Request) -> web.Response:
     svc = _svc(request)
     principal = await _principal(request, "kela", "intake", "admin")
-    # An intake of another area gets the same 404 as for an id that does not exist.
+    # An intake of another area, and a Kela party asking for another sender's case (unless it is
+    # Kela's central reader), get the same 404 as for an id that does not exist.
     found = await svc.cases.read_case(request.match_info["referral_id"], _actor(request, principal),
-                                      area=principal.area if principal.role == "intake" else None)
+                                      area=principal.area if principal.role == "intake" else None,
+                                      sender=principal.own_sender)
     if found is None:
         raise NotFound("no such referral")
     case = found[0]

@@ -308,12 +308,12 @@ class Ledger:
         })
 
     async def add_update(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
-                         kela_reference: str, type_: str, at: dt.datetime,
+                         sender: str, kela_reference: str, type_: str, at: dt.datetime,
                          data: Mapping[str, Any]) -> None:
         await self.lock_feed(conn)
         await conn.execute(updates.insert().values(
-            event_id=event_id, referral_id=referral_id, kela_reference=kela_reference, type=type_,
-            at=at, data=dumps(dict(data)),
+            event_id=event_id, referral_id=referral_id, sender=sender, kela_reference=kela_reference,
+            type=type_, at=at, data=dumps(dict(data)),
         ))
 
     @staticmethod
@@ -388,11 +388,15 @@ class Ledger:
             )).mappings().all()
         return [CaseRow.from_row(r) for r in rows]
 
-    async def feed(self, after: int, limit: int) -> list[dict[str, Any]]:
+    async def feed(self, after: int, limit: int, *, sender: str | None = None,
+                   ) -> list[dict[str, Any]]:
+        """Kela's feed after `after`; with `sender`, only the entries of that party's cases (a range
+        of ix_updates_sender_seq: `sender = :s AND seq > :after ORDER BY seq`)."""
+        query = sa.select(updates).where(updates.c.seq > after)
+        if sender is not None:
+            query = query.where(updates.c.sender == sender)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                sa.select(updates).where(updates.c.seq > after).order_by(updates.c.seq).limit(limit)
-            )).mappings().all()
+            rows = (await conn.execute(query.order_by(updates.c.seq).limit(limit))).mappings().all()
         return [dict(r) for r in rows]
 
     async def feed_head(self) -> int:

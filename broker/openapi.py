@@ -242,13 +242,18 @@ _RETRY_AFTER = {"Retry-After": {"description": "Whole seconds to wait before try
                                  "schema": {"type": "integer", "minimum": 1}}}
 _AUTH = {"401": _error("Missing, unknown, expired or revoked bearer token."),
          "403": _error("The token's role may not call this operation."),
-         "429": {**_error("Over the party's rate limit (`[server] rate_limit_per_s`, per process)."),
+         "429": {**_error("Over the party's rate limit (`[server] rate_limit_per_s`, per process), "
+                          "or, for a wrong token, over the client address's limit of failed "
+                          "authentications."),
                  "headers": _RETRY_AFTER}}
 _BODY = {"400": _error("The body is not well-formed."),
          "408": _error("The body did not arrive within `[server] read_timeout_s`."),
          "413": _error("The body is larger than 1 MiB (exactly 1,048,576 bytes is accepted)."),
          "415": _error("Unsupported Content-Type.")}
 _NOT_FOUND = {"404": _error("No such resource (or not visible to this party).")}
+_KELA_SCOPE = ("A Kela party sees the cases it sent; only Kela's central reader (`central_reader = "
+               "true` on the party, or `handoff token create --central-reader`) sees every "
+               "sender's. Another sender's case is the same 404 as an id that does not exist.")
 
 
 def _path_param(name: str, description: str, schema: Schema | None = None) -> Schema:
@@ -304,10 +309,12 @@ def _paths() -> dict[str, Schema]:
                                              "NoticeResults"), **_BODY})},
         "/v1/referrals/{referral_id}": {"get": _op(
             "get_referral", "Read a case with its events and deadlines (Kela, owning area, admin).",
+            description=_KELA_SCOPE + " An intake of another area gets that 404 too.",
             tags=["kela", "intake", "admin"], parameters=[_REFERRAL_ID],
             responses={"200": _json_response("The case.", "Case"), **_NOT_FOUND})},
         "/v1/referrals/{referral_id}/answers": {"post": _op(
             "post_answer", "Answer an intake's information request (Kela).", tags=["kela"],
+            description=_KELA_SCOPE,
             parameters=[_REFERRAL_ID], requestBody=_json_body("Answer"),
             responses={
                 "202": _json_response("Applied.", "ReplyResult"),
@@ -319,6 +326,8 @@ def _paths() -> dict[str, Schema]:
             })},
         "/v1/updates": {"get": _op(
             "get_updates", "The replies feed, for a Kela side that pulls (Kela).", tags=["kela"],
+            description="A Kela party reads the entries of the cases it sent; Kela's central reader "
+                        "(`central_reader = true`) reads the whole feed. Cursors work alike.",
             parameters=[_AFTER, _LIMIT],
             responses={"200": _json_response("A page; `next` is always the cursor to resume from.",
                                              "UpdatesPage"), "422": _VALIDATION})},
@@ -361,6 +370,7 @@ def _paths() -> dict[str, Schema]:
                        "422": _VALIDATION, **_BODY})},
         "/v1/statistics": {"get": _op(
             "get_statistics", "Monthly statistics (admin, Kela; an intake: its own area).",
+            description="Aggregates: every Kela party sees every area and every sender's cases.",
             tags=["kela", "intake", "admin"],
             parameters=[
                 _query("from", "First month, YYYY-MM.", {"type": "string"}),

@@ -1,13 +1,19 @@
-"""Token-bucket rate limits: per party once a token is known, per client address before that.
+"""Token-bucket rate limits: per party for an authenticated request, per client address otherwise.
 
 The buckets live in the process. Several processes behind one balancer each admit the configured
 rate, which is enough to stop a runaway client from starving the others; a cluster-wide limit would
 need shared state in the ledger, a round trip on every request.
 
-Requests without a usable token are charged to the client's address: the middleware charges the
-bucket of every request that ends in a 401 and of every request that brings no token at all, and
-refuses a request from an address whose bucket is empty before any token is looked up, so guessing
-tokens cannot flood the ledger with lookups.
+A request that brings credentials (a bearer token, or a dashboard session cookie) is authenticated
+first and charged to its party's bucket (`TokenBook`), never to its address: anonymous traffic and
+wrong tokens from the same address (every client behind one proxy shares it) cannot lock a valid
+party out. Two buckets per client address take the rest:
+- `anon:<address>`: requests without credentials, charged before the handler runs;
+- `authfail:<address>`: requests whose credentials failed (a 401), charged after the lookup; once
+  that bucket is empty the answer is a 429 instead of the 401, so guessing tokens stays slow. A
+  throttled guess still costs its one lookup on the unique token index.
+The client address is the peer's, or behind `[server] trusted_proxies` the forwarded one
+(`broker.client_address`).
 """
 
 from __future__ import annotations
@@ -21,9 +27,11 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from broker.auth import PRINCIPAL
+from broker.client_address import TRUSTED_PROXIES, TrustedProxies
 from broker.errors import TooManyRequests, Unauthorized
 
-__all__ = ["EXEMPT_PATHS", "LIMITER", "RateLimiter", "rate_limit_middleware"]
+__all__ = ["CREDENTIAL_COOKIES", "EXEMPT_PATHS", "LIMITER", "RateLimiter", "rate_limit_middleware"]
 
 # Probes and scrapes must answer whatever a client does.
 EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -95,28 +103,34 @@ class RateLimiter:
 
 
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter", RateLimiter)
+# Cookies that carry a session (registered by the dashboard): such a request is judged like one with
+# a bearer token, after its handler has authenticated it.
+CREDENTIAL_COOKIES: web.AppKey[frozenset[str]] = web.AppKey("credential_cookies", frozenset)
+_NO_PROXIES = TrustedProxies()
 
 
-def _address_key(request: web.Request) -> str:
-    return f"addr:{request.remote or 'unknown'}"
+def _client(request: web.Request) -> str:
+    return request.app.get(TRUSTED_PROXIES, _NO_PROXIES).client_address(request)
 
 
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Limit requests without a usable token per client address (per-party limits: `TokenBook`)."""
+    """Limit anonymous requests and failed authentications per client address (parties: `TokenBook`)."""
     limiter = request.app.get(LIMITER)
     if limiter is None or not limiter.enabled or request.path in EXEMPT_PATHS:
         return await handler(request)
-    key = _address_key(request)
-    if "Authorization" not in request.headers:
-        limiter.take(key)
+    client = _client(request)
+    cookies = request.app.get(CREDENTIAL_COOKIES, frozenset())
+    has_session = any(request.cookies.get(name) for name in cookies)
+    if "Authorization" not in request.headers and not has_session:
+        limiter.take(f"anon:{client}")
         return await handler(request)
-    limiter.check(key)
     try:
         response = await handler(request)
     except Unauthorized:
-        limiter.charge(key)
+        limiter.take(f"authfail:{client}")  # a 429 in place of the 401 once the bucket is empty
         raise
-    if response.status == 401:
-        limiter.charge(key)
+    if response.status == 401 or (has_session and request.get(PRINCIPAL) is None):
+        # A 401 page, or a session cookie that authenticated nobody (a redirect to the login).
+        limiter.take(f"authfail:{client}")
     return response

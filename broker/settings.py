@@ -41,6 +41,9 @@ class ServerSettings(_Section):
     # each process: N processes behind a balancer admit up to N times the rate. 0 turns them off.
     rate_limit_per_s: float = Field(default=50.0, ge=0)
     rate_limit_burst: int = Field(default=100, ge=0)
+    # Proxies (CIDRs) whose X-Forwarded-For names the client, for the per-address limits; from any
+    # other peer the header is ignored. Behind an Ingress or load balancer, list its addresses.
+    trusted_proxies: tuple[str, ...] = ()
     # A client must deliver its whole request body within this time (slowloris guard): 408.
     read_timeout_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=75.0, gt=0)
@@ -48,6 +51,22 @@ class ServerSettings(_Section):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, v: Any) -> Any:
+        # HANDOFF_SERVER_TRUSTED_PROXIES may be a JSON array or "10.0.0.0/8,192.168.0.0/16".
+        return [c.strip() for c in v.split(",") if c.strip()] if isinstance(v, str) else v
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        try:
+            return tuple(str(ipaddress.ip_network(c, strict=False)) for c in v)
+        except ValueError as exc:
+            raise ValueError(f"server.trusted_proxies: {exc}") from None
 
     @model_validator(mode="after")
     def _tls_complete(self) -> ServerSettings:
@@ -146,11 +165,16 @@ class Party(_Section):
     role: Literal["kela", "intake", "admin"]
     area: str | None = None
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # A Kela party sees the cases it sent and their updates; Kela's central reader sees every
+    # sender's cases and the whole /v1/updates feed (README "Who sees which case").
+    central_reader: bool = False
 
     @model_validator(mode="after")
     def _intake_has_area(self) -> Party:
         if self.role == "intake" and not self.area:
             raise ValueError("an intake party needs an area")
+        if self.central_reader and self.role != "kela":
+            raise ValueError("central_reader is for a party with role kela")
         return self
 
 

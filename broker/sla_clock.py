@@ -82,6 +82,7 @@ class SlaClock:
             escalated = ",".join([*[e for e in case.escalated.split(",") if e], name])
             await self._ledger.set_case(conn, case.pk, None, escalated=escalated)
             await self._cases.update_kela(conn, event_id=event_id, referral_id=referral_id,
+                                          sender=case.sender,
                                           kela_reference=case.kela_reference, type_="escalation",
                                           at=now, data={"area": case.area, **data})
             if case.area is not None and self._cases.settings.route_for(case.area) is not None:

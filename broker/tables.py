@@ -168,16 +168,20 @@ events = Table(
 
 # Kela's feed. Writers serialise on a lock (PostgreSQL advisory lock, SQLite's single writer), so
 # `seq` commits in order and a reader paging by `seq > cursor` never skips a late commit.
+# `sender` is the case's sender (the Kela party that sent it): a Kela party that is not the central
+# reader pages its own entries by (sender, seq), one range of one index.
 updates = Table(
     "updates", metadata,
     Column("seq", PK, primary_key=True, autoincrement=True),
     Column("event_id", String(36), nullable=False, unique=True),
     Column("referral_id", String(36), nullable=False),
+    Column("sender", String(64), nullable=False),
     Column("kela_reference", String(128), nullable=False),
     Column("type", String(32), nullable=False),
     Column("at", TS, nullable=False),
     Column("data", Text, nullable=False),
     Index("ix_updates_referral", "referral_id"),
+    Index("ix_updates_sender_seq", "sender", "seq"),
 )
 
 outbox = Table(
@@ -193,7 +197,7 @@ outbox = Table(
     Column("published_at", TS, nullable=True),
     Column("done_at", TS, nullable=True),
     Column("publish_attempts", Integer, nullable=False, default=0),
-    # When a worker last tried the message (failed attempts only): alive, not lost (0005).
+    # When a worker last tried the message (failed attempts only): alive, not lost (0006).
     Column("attempted_at", TS, nullable=True),
     Index("ix_outbox_status_id", "status", "id"),
     Index("ix_outbox_referral", "referral_id"),
@@ -267,6 +271,8 @@ access_tokens = Table(
     Column("party_id", String(64), nullable=False),
     Column("role", String(16), nullable=False),
     Column("area", String(8), nullable=True),
+    # A Kela party that may read every sender's cases and the whole feed (see Party.central_reader).
+    Column("central_reader", sa.Boolean, nullable=False, default=False, server_default=sa.false()),
     Column("created_at", TS, nullable=False),
     Column("expires_at", TS, nullable=True),
     Column("revoked_at", TS, nullable=True),

@@ -41,6 +41,7 @@ class TokenInfo:
     created_at: dt.datetime
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
+    central_reader: bool = False
 
     def status(self, now: dt.datetime) -> TokenStatus:
         if self.revoked_at is not None and self.revoked_at <= now:
@@ -49,11 +50,12 @@ class TokenInfo:
             return "expired"
         return "active"
 
-    def as_json(self, now: dt.datetime) -> dict[str, str | None]:
+    def as_json(self, now: dt.datetime) -> dict[str, str | bool | None]:
         def stamp(at: dt.datetime | None) -> str | None:
             return at.isoformat() if at is not None else None
 
         return {"id": self.id, "party": self.party_id, "role": self.role, "area": self.area,
+                "central_reader": self.central_reader,
                 "created": stamp(self.created_at), "expires": stamp(self.expires_at),
                 "revoked": stamp(self.revoked_at), "status": self.status(now)}
 
@@ -67,7 +69,7 @@ class IssuedToken:
 def _info(row: sa.RowMapping) -> TokenInfo:
     return TokenInfo(id=row["id"], party_id=row["party_id"], role=row["role"], area=row["area"],
                      created_at=row["created_at"], expires_at=row["expires_at"],
-                     revoked_at=row["revoked_at"])
+                     revoked_at=row["revoked_at"], central_reader=bool(row["central_reader"]))
 
 
 class TokenStore:
@@ -80,31 +82,36 @@ class TokenStore:
         return _info(row) if row is not None else None
 
     async def create(self, party_id: str, role: str, area: str | None, *, actor: Actor,
-                     now: dt.datetime, expires_in: dt.timedelta | None = None) -> IssuedToken:
+                     now: dt.datetime, expires_in: dt.timedelta | None = None,
+                     central_reader: bool = False) -> IssuedToken:
         token = new_token()
-        # The config's party model holds the rules (id pattern, roles, an intake needs an area).
+        # The config's party model holds the rules (id pattern, roles, an intake needs an area,
+        # only a Kela party can be the central reader).
         party = Party.model_validate({"id": party_id, "role": role, "area": area,
-                                      "token_sha256": hash_token(token)})
+                                      "token_sha256": hash_token(token),
+                                      "central_reader": central_reader})
         info = TokenInfo(id=new_id(), party_id=party.id, role=party.role, area=party.area,
                          created_at=now, expires_at=now + expires_in if expires_in else None,
-                         revoked_at=None)
+                         revoked_at=None, central_reader=party.central_reader)
         async with self._ledger.transaction() as conn:
             await conn.execute(access_tokens.insert().values(
                 id=info.id, token_sha256=party.token_sha256, party_id=info.party_id, role=info.role,
-                area=info.area, created_at=info.created_at, expires_at=info.expires_at))
+                area=info.area, central_reader=info.central_reader, created_at=info.created_at,
+                expires_at=info.expires_at))
             await append(conn, actor, [AuditEntry("token_created")], now)
         return IssuedToken(info, token)
 
     async def rotate(self, party_id: str, *, actor: Actor, now: dt.datetime,
                      grace: dt.timedelta = dt.timedelta(0),
                      expires_in: dt.timedelta | None = None) -> IssuedToken:
-        """A new token with the role and area of the party's newest usable token; the old ones end."""
+        """A new token with the role, area and central-reader mark of the party's newest usable
+        token; the old ones end."""
         current = [t for t in await self.list(party_id=party_id) if t.status(now) == "active"]
         if not current:
             raise NotFound(f"party {party_id} has no active token in the ledger (use create)")
         newest = max(current, key=lambda t: t.created_at)
         issued = await self.create(party_id, newest.role, newest.area, actor=actor, now=now,
-                                   expires_in=expires_in)
+                                   expires_in=expires_in, central_reader=newest.central_reader)
         await self._revoke(sa.and_(access_tokens.c.party_id == party_id,
                                    access_tokens.c.id != issued.info.id),
                            actor=actor, now=now, at=now + grace, action="token_rotated")

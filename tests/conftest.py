@@ -35,6 +35,7 @@ IN_CI = os.environ.get("CI") == "true"
 
 KELA_TOKEN = "test-kela-token"
 KELA2_TOKEN = "test-kela2-token"
+KELA_CENTRAL_TOKEN = "test-kela-central-token"
 ADMIN_TOKEN = "test-admin-token"
 
 
@@ -168,6 +169,9 @@ def base_settings(store_url: str, transport_url: str = "embedded", *,
     parties: list[dict[str, Any]] = [
         {"id": "kela-1", "role": "kela", "token_sha256": hash_token(KELA_TOKEN)},
         {"id": "kela-2", "role": "kela", "token_sha256": hash_token(KELA2_TOKEN)},
+        # Kela's central reader: sees every sender's cases and the whole feed.
+        {"id": "kela-central", "role": "kela", "central_reader": True,
+         "token_sha256": hash_token(KELA_CENTRAL_TOKEN)},
         {"id": "admin-1", "role": "admin", "token_sha256": hash_token(ADMIN_TOKEN)},
     ] + [{"id": f"intake-{a}", "role": "intake", "area": a, "token_sha256": hash_token(intake_token(a))}
          for a in [*areas, "91"]]

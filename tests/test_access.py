@@ -6,6 +6,7 @@ the JSON body, as for an id that does not exist.
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,11 @@ import pytest
 import sqlalchemy as sa
 
 from broker.tables import audit
+from broker.workdays import helsinki_date
 from tests.conftest import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
+    KELA_CENTRAL_TOKEN,
     KELA_TOKEN,
     auth,
     base_settings,
@@ -25,19 +28,25 @@ from tests.conftest import (
 )
 from tests.support import (
     SENT_AT,
+    case_events,
     drive_to,
     get_case,
     new_case,
     post_referral,
     referral_body,
+    reply,
     reply_body,
+    wait_state,
 )
 
-# Columns: the caller. `in08` is the intake of the cases' area (837 Tampere -> 08), `in90` the intake
-# of another area (Helsinki), `none` sends no Authorization header, `bad` an unknown bearer token.
+# Columns: the caller. `kela` sent the cases, `kela2` is another Kela party (it sees only the cases it
+# sent), `kelac` Kela's central reader (it sees every sender's); `in08` is the intake of the cases'
+# area (837 Tampere -> 08), `in90` the intake of another area (Helsinki), `none` sends no
+# Authorization header, `bad` an unknown bearer token.
 ROLES: dict[str, dict[str, str]] = {
     "kela": auth(KELA_TOKEN),
     "kela2": auth(KELA2_TOKEN),
+    "kelac": auth(KELA_CENTRAL_TOKEN),
     "admin": auth(ADMIN_TOKEN),
     "in08": auth(intake_token("08")),
     "in90": auth(intake_token("90")),
@@ -49,22 +58,23 @@ ROLES: dict[str, dict[str, str]] = {
 # `{I}` a case of area 08 waiting in info_requested, `{U}` an unroutable Åland case, `{X}` an id
 # that does not exist.
 MATRIX = """
-row                              method path                                 kela kela2 admin in08 in90 none bad
-create_referral                  POST   /v1/referrals                         202  202   403   403  403  401  401
-read_case                        GET    /v1/referrals/{A}                     200  200   200   200  404  401  401
-read_unknown_case                GET    /v1/referrals/{X}                     404  404   404   404  404  401  401
-inbox                            GET    /v1/inbox                             403  403   403   200  200  401  401
-reply                            POST   /v1/referrals/{A}/replies             403  403   403   202  404  401  401
-reply_invalid_body               POST   /v1/referrals/{A}/replies             403  403   403   422  404  401  401
-reply_unknown_case               POST   /v1/referrals/{X}/replies             403  403   403   404  404  401  401
-answer                           POST   /v1/referrals/{I}/answers             202  202   403   403  403  401  401
-answer_not_info_requested        POST   /v1/referrals/{A}/answers             409  409   403   403  403  401  401
-updates                          GET    /v1/updates                           200  200   403   403  403  401  401
-dead_letters                     GET    /v1/admin/dead-letters                403  403   200   403  403  401  401
-replay_dead_letter               POST   /v1/admin/dead-letters/1/replay       403  403   404   403  403  401  401
-admin_route_unroutable           POST   /v1/admin/referrals/{U}/route         403  403   202   403  403  401  401
-admin_route_delivered            POST   /v1/admin/referrals/{A}/route         403  403   409   403  403  401  401
-admin_route_unknown_area         POST   /v1/admin/referrals/{U}/route         403  403   422   403  403  401  401
+row                              method path                                 kela kela2 kelac admin in08 in90 none bad
+create_referral                  POST   /v1/referrals                         202  202   202   403   403  403  401  401
+read_case                        GET    /v1/referrals/{A}                     200  404   200   200   200  404  401  401
+read_unknown_case                GET    /v1/referrals/{X}                     404  404   404   404   404  404  401  401
+inbox                            GET    /v1/inbox                             403  403   403   403   200  200  401  401
+reply                            POST   /v1/referrals/{A}/replies             403  403   403   403   202  404  401  401
+reply_invalid_body               POST   /v1/referrals/{A}/replies             403  403   403   403   422  404  401  401
+reply_unknown_case               POST   /v1/referrals/{X}/replies             403  403   403   403   404  404  401  401
+answer                           POST   /v1/referrals/{I}/answers             202  404   202   403   403  403  401  401
+answer_not_info_requested        POST   /v1/referrals/{A}/answers             409  404   409   403   403  403  401  401
+answer_unknown_case              POST   /v1/referrals/{X}/answers             404  404   404   403   403  403  401  401
+updates                          GET    /v1/updates                           200  200   200   403   403  403  401  401
+dead_letters                     GET    /v1/admin/dead-letters                403  403   403   200   403  403  401  401
+replay_dead_letter               POST   /v1/admin/dead-letters/1/replay       403  403   403   404   403  403  401  401
+admin_route_unroutable           POST   /v1/admin/referrals/{U}/route         403  403   403   202   403  403  401  401
+admin_route_delivered            POST   /v1/admin/referrals/{A}/route         403  403   403   409   403  403  401  401
+admin_route_unknown_area         POST   /v1/admin/referrals/{U}/route         403  403   403   422   403  403  401  401
 """
 
 
@@ -175,6 +185,88 @@ async def test_other_area_sees_the_same_404_as_for_a_missing_id(make_client, sto
     assert not [e for e in case["events"] if e["type"] == "reply"]
     r = await client.get("/v1/inbox?state=delivered,acknowledged,in_progress", headers=other)
     assert (await r.json())["items"] == []
+
+
+async def _feed(client: Any, token: str) -> list[dict[str, Any]]:
+    r = await client.get("/v1/updates", params={"limit": "500"}, headers=auth(token))
+    assert r.status == 200, await r.text()
+    items: list[dict[str, Any]] = (await r.json())["items"]
+    return items
+
+
+async def test_a_kela_party_sees_only_the_cases_it_sent(make_client, store_url) -> None:
+    """Issue 15: another Kela party gets the 404 of a missing id for a case it did not send, for
+    reads and answers alike, and none of that case's feed entries; the central reader sees all."""
+    client = await make_client(base_settings(store_url))
+    mine = await new_case(client, "SCOPE-1")  # sent by kela-1
+    await drive_to(client, mine, "info_requested")
+    status, out = await post_referral(client, referral_body("SCOPE-2"), KELA2_TOKEN)
+    assert status == 202, out
+    theirs = out["referral_id"]
+    await wait_state(client, theirs, "delivered")
+    code, _ = await reply(client, theirs, "received")
+    assert code == 202
+    missing = str(uuid.uuid4())
+    answer = {"answer_id": "SCOPE-A-1", "message": "Keksitty lisätieto.", "sent_at": SENT_AT}
+
+    async def call(token: str, method: str, path: str) -> tuple[int, Any]:
+        r = await (client.get(path, headers=auth(token)) if method == "GET"
+                   else client.post(path, json=answer, headers=auth(token)))
+        return r.status, await r.json()
+
+    for method, suffix in (("GET", ""), ("POST", "/answers")):
+        foreign = await call(KELA2_TOKEN, method, f"/v1/referrals/{mine}{suffix}")
+        absent = await call(KELA2_TOKEN, method, f"/v1/referrals/{missing}{suffix}")
+        assert foreign[0] == 404 and foreign == absent, (foreign, absent)
+    # Nothing was answered, and the refusals are in the audit trail like any other.
+    case = await get_case(client, mine)
+    assert case["state"] == "info_requested" and not case_events(case, "answer")
+    async with services_of(client).ledger.engine.connect() as conn:
+        refused = (await conn.execute(sa.select(audit.c.action, audit.c.outcome).where(
+            audit.c.party_id == "kela-2", audit.c.referral_id == mine).order_by(audit.c.seq))).all()
+    assert [tuple(r) for r in refused] == [("case_read", "not_found"), ("answer_applied", "not_found")]
+
+    # Each sender's feed holds its own cases' entries only, and the sender reads its own case.
+    own1, own2 = await _feed(client, KELA_TOKEN), await _feed(client, KELA2_TOKEN)
+    assert [i["referral_id"] for i in own1] == [mine, mine]  # received, info_requested
+    assert [(i["referral_id"], i["reply"]["status"]) for i in own2] == [(theirs, "received")]
+    assert (await call(KELA2_TOKEN, "GET", f"/v1/referrals/{theirs}"))[0] == 200
+    # Kela's central reader sees the whole feed in order, reads and answers every sender's cases.
+    every = await _feed(client, KELA_CENTRAL_TOKEN)
+    assert sorted(i["cursor"] for i in every) == sorted(i["cursor"] for i in own1 + own2)
+    assert {i["referral_id"] for i in every} == {mine, theirs}
+    assert (await call(KELA_CENTRAL_TOKEN, "GET", f"/v1/referrals/{theirs}"))[0] == 200
+    status, body = await call(KELA_CENTRAL_TOKEN, "POST", f"/v1/referrals/{mine}/answers")
+    assert (status, body["state"]) == (202, "in_progress")
+    # Statistics are aggregates: every Kela party gets the same, all senders' cases counted.
+    month = f"{helsinki_date(dt.datetime.now(dt.UTC)):%Y-%m}"
+    stats = [await call(t, "GET", f"/v1/statistics?from={month}&to={month}")
+             for t in (KELA_TOKEN, KELA2_TOKEN, KELA_CENTRAL_TOKEN)]
+    assert stats[0][0] == 200 and stats[0] == stats[1] == stats[2]
+
+
+async def test_a_ledger_token_can_be_the_central_reader(make_client, store_url) -> None:
+    from broker.audit import system_actor
+    from broker.tokens import TokenStore
+
+    client = await make_client(base_settings(store_url))
+    rid = await new_case(client, "SCOPE-L-1")
+    store, now = TokenStore(services_of(client).ledger), dt.datetime.now(dt.UTC)
+    central = await store.create("kela-hq", "kela", None, actor=system_actor("test"), now=now,
+                                 central_reader=True)
+    plain = await store.create("kela-office", "kela", None, actor=system_actor("test"), now=now)
+    r = await client.get(f"/v1/referrals/{rid}", headers=auth(central.token))
+    assert r.status == 200
+    r = await client.get(f"/v1/referrals/{rid}", headers=auth(plain.token))
+    assert r.status == 404
+    # A rotation keeps the mark.
+    rotated = await store.rotate("kela-hq", actor=system_actor("test"), now=now)
+    assert rotated.info.central_reader
+    r = await client.get(f"/v1/referrals/{rid}", headers=auth(rotated.token))
+    assert r.status == 200
+    with pytest.raises(ValueError, match="central_reader"):
+        await store.create("admin-x", "admin", None, actor=system_actor("test"), now=now,
+                           central_reader=True)
 
 
 async def test_intake_inbox_shows_only_its_own_area(make_client, store_url) -> None:

@@ -10,10 +10,14 @@ import contextlib
 import datetime as dt
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from broker.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
-from tests.support import hetu_with, new_case
+from tests.support import hetu_with, new_case, post_referral, referral_body
 
 LIMITED = {"server": {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}}
 
@@ -73,6 +77,89 @@ async def test_guessing_tokens_is_limited_per_address(make_client, store_url) ->
     assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
     clock.now += 2
     assert await get_status(client, "/v1/updates", auth("hnd_guess-5")) == 401
+
+
+async def test_bad_tokens_from_one_address_do_not_lock_out_valid_parties(make_client, store_url) -> None:
+    """Issue 15: 300 wrong tokens from one address made the valid Kela and admin tokens get 429."""
+    client, _clock = await limited_client(make_client, store_url)
+    statuses: list[int] = []
+    for i in range(300):
+        r = await client.get("/v1/updates", headers=auth(f"hnd_guess-{i}"))
+        await r.read()
+        statuses.append(r.status)
+        if r.status == 429:
+            assert int(r.headers["Retry-After"]) >= 1
+    # The failed-authentication bucket of the address throttles the guesses...
+    assert (statuses.count(401), statuses.count(429)) == (3, 297)
+    for _ in range(10):  # ... and anonymous requests have a bucket of their own, also empty now
+        await get_status(client, "/v1/schema/referral.json")
+    assert await get_status(client, "/v1/schema/referral.json") == 429
+    # ... but valid tokens from the same address are charged to their party only.
+    assert await get_status(client, "/v1/updates", auth(KELA_TOKEN)) == 200
+    assert await get_status(client, "/v1/admin/dead-letters", auth(ADMIN_TOKEN)) == 200
+    status, _ = await post_referral(client, referral_body("K-LOCKOUT-1"))
+    assert status == 202
+    # A wrong token is still throttled: the valid ones refilled nothing.
+    assert await get_status(client, "/v1/updates", auth("hnd_guess-again")) == 429
+
+
+async def test_a_dashboard_session_is_charged_to_its_party_not_its_address(make_client,
+                                                                             store_url) -> None:
+    from tests.test_dashboard import login, page_text
+
+    client, _clock = await limited_client(make_client, store_url)
+    assert (await login(client)).status == 303
+    for i in range(10):  # the address's anonymous and failed-authentication buckets run dry
+        await get_status(client, "/v1/schema/referral.json")
+        await get_status(client, "/v1/updates", auth(f"hnd_guess-{i}"))
+    assert await get_status(client, "/v1/schema/referral.json") == 429
+    assert 'id="areas"' in await page_text(client, "/dashboard")
+
+
+async def test_forwarded_for_is_ignored_from_an_untrusted_peer(make_client, store_url) -> None:
+    # The test client's peer is 127.0.0.1, not in the list: a spoofed header changes nothing.
+    client = await make_client(base_settings(
+        store_url, server={**LIMITED["server"], "trusted_proxies": ["10.0.0.0/8"]}))
+    services_of(client).limiter.clock = Clock()
+    for i in range(3):
+        spoofed = {**auth(f"hnd_guess-{i}"), "X-Forwarded-For": f"203.0.113.{i}"}
+        assert await get_status(client, "/v1/updates", spoofed) == 401
+    spoofed = {**auth("hnd_guess-x"), "X-Forwarded-For": "198.51.100.99"}
+    assert await get_status(client, "/v1/updates", spoofed) == 429
+
+
+async def test_forwarded_for_names_the_client_behind_a_trusted_proxy(make_client, store_url) -> None:
+    client = await make_client(base_settings(
+        store_url, server={**LIMITED["server"], "trusted_proxies": ["127.0.0.0/8", "10.0.0.0/8"]}))
+    services_of(client).limiter.clock = Clock()
+
+    def via(chain: str, token: str = "hnd_guess") -> dict[str, str]:
+        return {**auth(token), "X-Forwarded-For": chain}
+
+    for _ in range(3):
+        assert await get_status(client, "/v1/updates", via("203.0.113.7")) == 401
+    assert await get_status(client, "/v1/updates", via("203.0.113.7")) == 429
+    # Another client behind the same proxy has its own bucket.
+    assert await get_status(client, "/v1/updates", via("203.0.113.8")) == 401
+    # The right-most untrusted hop counts: a client cannot escape by writing an address to the left,
+    # and hops that are trusted proxies themselves (10.1.2.3) are skipped.
+    assert await get_status(client, "/v1/updates", via("192.0.2.1, 203.0.113.7")) == 429
+    assert await get_status(client, "/v1/updates", via("192.0.2.1, 203.0.113.7, 10.1.2.3")) == 429
+    assert await get_status(client, "/v1/updates", via("203.0.113.7, 192.0.2.1")) == 401
+    # The valid token behind the same proxy is not touched by any of it.
+    assert await get_status(client, "/v1/updates", via("203.0.113.7", KELA_TOKEN)) == 200
+
+
+def test_trusted_proxies_come_from_the_config_or_the_environment(tmp_path: Path) -> None:
+    config = tmp_path / "handoff.toml"
+    config.write_text('[server]\ntrusted_proxies = ["10.0.0.0/8", "fd00::/8"]\n', "utf-8")
+    assert load_settings(config, env={}).server.trusted_proxies == ("10.0.0.0/8", "fd00::/8")
+    env = {"HANDOFF_SERVER_TRUSTED_PROXIES": '["192.168.1.0/24"]'}
+    assert load_settings(config, env=env).server.trusted_proxies == ("192.168.1.0/24",)
+    env = {"HANDOFF_SERVER_TRUSTED_PROXIES": "10.1.0.0/16, 172.16.0.1"}
+    assert load_settings(None, env=env).server.trusted_proxies == ("10.1.0.0/16", "172.16.0.1/32")
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        load_settings(None, env={"HANDOFF_SERVER_TRUSTED_PROXIES": "not-a-network"})
 
 
 async def test_requests_without_token_are_limited_per_address(make_client, store_url) -> None:

@@ -476,8 +476,10 @@ async def test_answers(make_client, store_url) -> None:
     assert r.status == 200 and await r.json() == first
     r = await client.post(url, json=_answer("A-1", "Eri vastaus."), headers=auth(KELA_TOKEN))
     assert r.status == 409
-    r = await client.post(url, json=_answer("A-2"), headers=auth(KELA2_TOKEN))
+    r = await client.post(url, json=_answer("A-2"), headers=auth(KELA_TOKEN))
     assert r.status == 409  # in_progress again: no second answer without a new question
+    r = await client.post(url, json=_answer("A-2"), headers=auth(KELA2_TOKEN))
+    assert r.status == 404  # another Kela party: not its case (tests/test_access.py)
     case = await get_case(client, rid)
     assert case["state"] == "in_progress"
     assert [e["answer"]["answer_id"] for e in case_events(case, "answer")] == ["A-1"]

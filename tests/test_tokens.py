@@ -115,7 +115,9 @@ async def test_list_shows_status_and_no_secrets(make_client, store_url) -> None:
     rows = [t.as_json(now) for t in await store.list()]
     assert {r["party"]: r["status"] for r in rows} == {"kela-a": "active", "kela-b": "expired",
                                                        "kela-c": "revoked"}
-    assert set(rows[0]) == {"id", "party", "role", "area", "created", "expires", "revoked", "status"}
+    assert set(rows[0]) == {"id", "party", "role", "area", "central_reader", "created", "expires",
+                            "revoked", "status"}
+    assert [r["central_reader"] for r in rows] == [False, False, False]
     text = json.dumps(rows)
     for issued in (a, b, c):
         assert issued.token not in text and hash_token(issued.token) not in text
@@ -164,11 +166,24 @@ def test_cli_create_list_revoke(tmp_path: Path, store_url: str) -> None:
     missing = runner.invoke(cli, ["token", "revoke", "-c", str(config), "--id", "no-such-id"])
     assert missing.exit_code == 1
 
+    central = runner.invoke(cli, ["token", "create", "-c", str(config), "--party", "kela-hq",
+                                  "--central-reader", "--expires-in-days", "1"])
+    assert central.exit_code == 0, central.output
+    listed = runner.invoke(cli, ["token", "list", "-c", str(config), "--party", "kela-hq", "--json"])
+    assert [json.loads(line)["central_reader"] for line in listed.output.splitlines()] == [True]
+    refused = runner.invoke(cli, ["token", "create", "-c", str(config), "--party", "x",
+                                  "--role", "admin", "--central-reader"])
+    assert refused.exit_code == 2 and "only a kela party" in refused.output, refused.output
+
     # Without the ledger: the config entry, as before.
     printed = runner.invoke(cli, ["token", "create", "--no-store", "--party", "kela-p", "--role", "kela"])
     assert printed.exit_code == 0, printed.output
     plain = printed.output.split("give it to the party): ", 1)[1].split()[0]
     assert f'token_sha256 = "{hash_token(plain)}"' in printed.output
+    assert "central_reader" not in printed.output
+    printed = runner.invoke(cli, ["token", "create", "--no-store", "--party", "kela-hq", "--role",
+                                  "kela", "--central-reader"])
+    assert printed.exit_code == 0 and "\ncentral_reader = true\n" in printed.output, printed.output
 
 
 def test_an_explicitly_empty_party_list_means_ledger_tokens_only(tmp_path: Path) -> None:

@@ -10,17 +10,34 @@ import asyncio
 import re
 from typing import Any
 
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
-from tests.support import error_locs, new_case, reply, wait_for
+from tests.conftest import (
+    ADMIN_TOKEN,
+    KELA2_TOKEN,
+    KELA_CENTRAL_TOKEN,
+    KELA_TOKEN,
+    auth,
+    base_settings,
+    intake_token,
+)
+from tests.support import (
+    error_locs,
+    new_case,
+    post_referral,
+    referral_body,
+    reply,
+    wait_for,
+    wait_state,
+)
 
 URL_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-async def _page(client: Any, after: str | None, limit: int) -> dict[str, Any]:
+async def _page(client: Any, after: str | None, limit: int, token: str = KELA_TOKEN,
+                ) -> dict[str, Any]:
     params = {"limit": str(limit)}
     if after is not None:
         params["after"] = after
-    r = await client.get("/v1/updates", params=params, headers=auth(KELA_TOKEN))
+    r = await client.get("/v1/updates", params=params, headers=auth(token))
     assert r.status == 200, await r.text()
     page: dict[str, Any] = await r.json()
     assert isinstance(page["next"], str) and URL_SAFE.match(page["next"]), page["next"]
@@ -218,3 +235,35 @@ async def test_dead_letters_list_is_a_paged_list(make_client, store_url) -> None
     assert await r.json() == {"items": [], "next": None}
     r = await client.get("/v1/admin/dead-letters?after=garbage!", headers=auth(ADMIN_TOKEN))
     assert r.status == 422
+
+
+async def test_a_kela_partys_feed_pages_through_its_own_cases_only(make_client, store_url) -> None:
+    """Issue 15: entries of two senders interleave in the ledger; each sender pages through its own
+    (cursors as for the whole feed), and Kela's central reader through all of them."""
+    client = await make_client(base_settings(store_url))
+    rids: dict[str, list[str]] = {KELA_TOKEN: [], KELA2_TOKEN: []}
+    for i in range(3):
+        for token in rids:
+            status, out = await post_referral(client, referral_body(f"FEED-S-{i}"), token)
+            assert status == 202, out
+            rids[token].append(out["referral_id"])
+    for i in range(3):
+        for token in rids:
+            await wait_state(client, rids[token][i], "delivered")
+            code, _ = await reply(client, rids[token][i], "received", reply_id=f"S-{i}-{token[-6:]}")
+            assert code == 202
+
+    async def pages(token: str, limit: int) -> list[list[str]]:
+        out, after = [], None
+        while True:
+            page = await _page(client, after, limit, token)
+            if not page["items"]:
+                assert page["next"] == after
+                return out
+            out.append([i["referral_id"] for i in page["items"]])
+            after = page["next"]
+
+    assert await pages(KELA2_TOKEN, 2) == [rids[KELA2_TOKEN][:2], rids[KELA2_TOKEN][2:]]
+    assert await pages(KELA_TOKEN, 2) == [rids[KELA_TOKEN][:2], rids[KELA_TOKEN][2:]]
+    everything = [rid for pair in zip(rids[KELA_TOKEN], rids[KELA2_TOKEN], strict=True) for rid in pair]
+    assert await pages(KELA_CENTRAL_TOKEN, 4) == [everything[:4], everything[4:]]

@@ -5,16 +5,16 @@ that was published, is not settled by any consumer, and has not been seen by a w
 `attempted_at` is when a worker last tried it (written on failed attempts only, off the hot path), so
 a message that is alive in the retry tiers is not taken for a lost one.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
