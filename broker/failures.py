@@ -72,7 +72,15 @@ def _one_is_unavailable(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(word in text for word in _SQLITE_TRANSIENT_WORDS)
     # asyncpg's and aio-pika's connection-level errors carry no SQLSTATE when the socket is gone.
-    return type(exc).__name__ in _TRANSIENT_CLASS_NAMES
+    if type(exc).__name__ in _TRANSIENT_CLASS_NAMES:
+        return True
+    # What a connection says after its server went away mid-operation: asyncpg's "another operation
+    # is in progress" (a timed-out call still being cancelled), SQLAlchemy's "connection is closed".
+    if type(exc).__name__ in {"InterfaceError", "ResourceClosedError"}:
+        text = str(exc).lower()
+        return "another operation is in progress" in text or "connection is closed" in text \
+            or "connection was closed" in text
+    return False
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -62,8 +62,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         except Exception as exc:
             if is_unavailable(exc):
                 # The store (or the broker) is away: the client should come back, not give up.
+                # No traceback (an outage is not a bug), but the error's text: with
+                # hide_parameters it names the statement, never its values.
                 log.warning("request_unavailable", method=request.method, route=route,
-                            reason=unavailable_reason(exc))
+                            reason=unavailable_reason(exc), error=str(exc)[:1000])
                 response = web.json_response(
                     {"error": {"code": "unavailable",
                                "message": "the service cannot reach its ledger; retry later"}},

@@ -157,3 +157,12 @@ async def _settled(client: Any, rid: str) -> bool:
             outbox, outbox.c.event_id == processed.c.event_id).where(
             outbox.c.referral_id == rid, processed.c.consumer == "intake"))).scalar_one()
     return bool(n)
+
+
+def test_a_connection_broken_mid_operation_is_unavailable() -> None:
+    import asyncpg
+
+    assert is_unavailable(asyncpg.exceptions.InterfaceError(
+        "cannot perform operation: another operation is in progress"))
+    assert is_unavailable(sa.exc.ResourceClosedError("This connection is closed"))
+    assert not is_unavailable(asyncpg.exceptions.InterfaceError("the server expects 2 arguments"))
