@@ -213,11 +213,14 @@ def _response_schemas() -> dict[str, Schema]:
         },
         "Readiness": {
             "type": "object",
-            "required": ["status", "store", "transport", "accepting"],
+            "required": ["status", "store", "transport", "degraded", "accepting"],
             "properties": {
-                "status": {"type": "string", "enum": ["ready", "not_ready"]},
+                "status": {"type": "string", "enum": ["ready", "degraded", "not_ready"],
+                           "description": "`degraded`: ready for intake while a dependency that "
+                                          "the outbox covers (the transport) is down."},
                 "store": {"type": "boolean"},
                 "transport": {"type": "boolean"},
+                "degraded": {"type": "array", "items": {"type": "string", "enum": ["transport"]}},
                 "accepting": {"type": "boolean"},
             },
         },
@@ -277,10 +280,15 @@ def _json_body(schema: str | Schema) -> Schema:
     return {"required": True, "content": {JSON: {"schema": body}}}
 
 
+_UNAVAILABLE = {"503": {**_error("The ledger is unavailable (down, frozen past the store's "
+                                  "deadlines, or its disk full); nothing was done. Retry after "
+                                  "`Retry-After` seconds."), "headers": _RETRY_AFTER}}
+
+
 def _op(operation_id: str, summary: str, responses: dict[str, Any], *, tags: list[str],
         public: bool = False, **extra: Any) -> Schema:
     op: Schema = {"operationId": operation_id, "summary": summary, "tags": tags, **extra,
-                  "responses": responses if public else {**responses, **_AUTH}}
+                  "responses": responses if public else {**_UNAVAILABLE, **responses, **_AUTH}}
     if public:
         op["security"] = []
     return op
@@ -399,9 +407,11 @@ def _paths() -> dict[str, Schema]:
             "healthz", "Liveness.", tags=["public"], public=True,
             responses={"200": _json_response("The process is up.", "Health")})},
         "/readyz": {"get": _op(
-            "readyz", "Readiness: store, transport and accepting new work.", tags=["public"],
+            "readyz", "Readiness for intake: the ledger answers (within 1.5 s) and the process "
+            "accepts. A transport that is down makes it `degraded`, not unready: the outbox holds "
+            "what is accepted until the broker is back.", tags=["public"],
             public=True,
-            responses={"200": _json_response("Ready.", "Readiness"),
+            responses={"200": _json_response("Ready, or degraded.", "Readiness"),
                        "503": _json_response("Not ready.", "Readiness")})},
         "/metrics": {"get": _op(
             "metrics", "Prometheus metrics.", tags=["public"], public=True,

@@ -50,9 +50,11 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "default": {"retry_tiers_s": (1, 5, 30, 120, 300), "backoff_s": (1.0, 300.0)},
     "short": {"retry_tiers_s": (0.2, 1, 5), "backoff_s": (0.2, 5.0)},
 }
-# Tiers that the first ~15 s of failures reach, and so must hold messages when the fault hits.
-# (The 200 ms tier of the short config holds a message for 200 ms: it is used, but rarely caught.)
-TIERS_REACHED = {"default": ("1s", "5s"), "short": ("1s", "5s")}
+# Tiers that must hold messages when the fault hits. Default config: the webhook's backoff (1 s,
+# doubling, with jitter) puts the 2nd and 3rd attempts in the 5 s tier and the 4th or 5th in the 30 s
+# one, about 15 s in; the 120 s and 300 s tiers would need minutes. Short config: 1 s and 5 s. (The
+# 1 s and 200 ms tiers hold a message too briefly for RabbitMQ's 5 s statistics to show it.)
+TIERS_REACHED = {"default": ("5s", "30s"), "short": ("1s", "5s")}
 # The sweep must not be what saves these runs: the topology and the retry policy must.
 NO_SWEEP = "\n[reconcile]\nafter_s = 3600\ninterval_s = 3600\n"
 
@@ -95,14 +97,14 @@ async def test_rabbitmq_restart_loses_nothing_waiting_in_retry_tiers(
         seen: set[str] = set()
 
         async def waiting_in_the_tiers() -> bool:
-            """Every expected tier was used, and most messages wait in one right now."""
+            """Every expected tier was used, and many messages wait in one right now."""
             depths = await rabbit.queue_depths()
             tiers = {q.removeprefix("handoff.delay."): n for q, n in depths.items()
                      if q.startswith("handoff.delay.")}
             seen.update(t for t, n in tiers.items() if n)
-            return seen >= set(TIERS_REACHED[config]) and sum(tiers.values()) >= REFERRALS // 2
+            return seen >= set(TIERS_REACHED[config]) and sum(tiers.values()) >= REFERRALS // 4
 
-        await until(waiting_in_the_tiers, 45, f"messages in the tiers {TIERS_REACHED[config]}",
+        await until(waiting_in_the_tiers, 60, f"messages in the tiers {TIERS_REACHED[config]}",
                     interval=0.2)
         print(f"\n[{config}/{fault}] at the fault: "
               f"{ {k: v for k, v in (await rabbit.queue_depths()).items() if v} }")
