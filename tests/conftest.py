@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from broker.app import create_app
-from broker.audit import CHAINS
-from broker.auth import hash_token
-from broker.http_server import HandoffRunner
-from broker.services import SERVICES, Services
-from broker.settings import Settings
+from broker.config.settings import Settings
+from broker.http.server import HandoffRunner
+from broker.runtime.app import create_app
+from broker.runtime.services import SERVICES, Services
+from broker.security.audit import CHAINS
+from broker.security.auth import hash_token
 
 # Fault tests that stop or kill a broker or a database get their own instance (issue 15).
 from tests.private_services import private_postgres, private_rabbitmq  # noqa: F401

@@ -28,8 +28,8 @@ from xml.sax.saxutils import escape
 
 import aiohttp
 
-from broker.demo_data import make_referral, make_test_hetu
-from broker.filedrop import write_atomically
+from broker.delivery.filedrop import write_atomically
+from broker.devtools.demo_data import make_referral, make_test_hetu
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, intake_token
 from tests.receiver import Receiver
 

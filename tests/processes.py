@@ -21,7 +21,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from broker.auth import hash_token
+from broker.security.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, PG_DSN_ADMIN, missing_service
 from tests.receiver import SECRET, Receiver
 
@@ -186,7 +186,7 @@ async def send_referrals(base_urls: list[str], refs: list[str], *, concurrency: 
     `rejected`, if given, collects the other answers: the status, or the client error's class name."""
     import random
 
-    from broker.demo_data import make_referral
+    from broker.devtools.demo_data import make_referral
 
     accepted: dict[str, str] = {}
     queue: asyncio.Queue[tuple[int, str]] = asyncio.Queue()

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from broker.demo_data import make_referral, make_test_hetu
+from broker.devtools.demo_data import make_referral, make_test_hetu
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, intake_token
 
 __all__ = [

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from broker.tables import audit
-from broker.workdays import helsinki_date
+from broker.domain.workdays import helsinki_date
+from broker.store.tables import audit
 from tests.conftest import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
@@ -246,8 +246,8 @@ async def test_a_kela_party_sees_only_the_cases_it_sent(make_client, store_url) 
 
 
 async def test_a_ledger_token_can_be_the_central_reader(make_client, store_url) -> None:
-    from broker.audit import system_actor
-    from broker.tokens import TokenStore
+    from broker.security.audit import system_actor
+    from broker.security.tokens import TokenStore
 
     client = await make_client(base_settings(store_url))
     rid = await new_case(client, "SCOPE-L-1")

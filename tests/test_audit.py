@@ -15,11 +15,19 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-import broker.audit
-from broker.audit import AUDITED_ACTIONS, CHAINS, AuditEntry, append_alone, chain_of, system_actor, verify
+import broker.security.audit
 from broker.cli import app as cli_app
-from broker.ledger import Ledger, utcnow
-from broker.tables import audit, audit_heads, cases
+from broker.security.audit import (
+    AUDITED_ACTIONS,
+    CHAINS,
+    AuditEntry,
+    append_alone,
+    chain_of,
+    system_actor,
+    verify,
+)
+from broker.store.ledger import Ledger, utcnow
+from broker.store.tables import audit, audit_heads, cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
 from tests.support import (
     MUNICIPALITY_OF_AREA,
@@ -319,7 +327,7 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
     ledger = services_of(client).ledger
     seeded = await _seed(ledger, per_chain=2, per_transaction=3)
     walking, resume = asyncio.Event(), asyncio.Event()
-    chain_rows = broker.audit._chain_rows
+    chain_rows = broker.security.audit._chain_rows
 
     async def paused_chain_rows(conn: Any, chain: int, batch: int) -> AsyncIterator[dict[str, Any]]:
         async for row in chain_rows(conn, chain, batch):
@@ -328,7 +336,7 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
                 walking.set()
                 await resume.wait()
 
-    monkeypatch.setattr(broker.audit, "_chain_rows", paused_chain_rows)
+    monkeypatch.setattr(broker.security.audit, "_chain_rows", paused_chain_rows)
     task = asyncio.create_task(verify(ledger.engine, batch=2))
     try:
         await asyncio.wait_for(walking.wait(), timeout=10)

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 import yarl
 from structlog.testing import capture_logs
 
-from broker.tables import cases as cases_table
+from broker.store.tables import cases as cases_table
 from tests.conftest import (
     ADMIN_TOKEN,
     KELA2_TOKEN,

@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from broker.bench import (
+from broker.devtools.bench import (
     BenchError,
     BenchResult,
     Latency,

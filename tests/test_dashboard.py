@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from broker.ledger import utcnow
-from broker.tables import cases
-from broker.workdays import working_days_between
+from broker.domain.workdays import working_days_between
+from broker.store.ledger import utcnow
+from broker.store.tables import cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
 from tests.receiver import Receiver
 from tests.support import (
@@ -414,7 +414,7 @@ async def test_no_personal_data_on_any_dashboard_page(make_client, store_url) ->
 
 @pytest.mark.parametrize("lang", ["fi", "en", "sv"])
 def test_every_language_has_every_label(lang: str) -> None:
-    from broker.dashboard import LABELS
+    from broker.dashboard.views import LABELS
 
     assert set(LABELS[lang]) == set(LABELS["fi"])
     assert all(LABELS[lang].values())
@@ -477,8 +477,8 @@ async def seed_statistics(client: Client) -> list[str]:
 
 
 async def test_statistics_page_matches_compute_statistics(make_client, store_url) -> None:
-    from broker.dashboard import overdue_share
-    from broker.statistics import compute_statistics, parse_stats_query
+    from broker.dashboard.views import overdue_share
+    from broker.store.statistics import compute_statistics, parse_stats_query
 
     client = await make_client(base_settings(store_url))
     ids = await seed_statistics(client)
@@ -536,7 +536,7 @@ async def test_statistics_page_matches_compute_statistics(make_client, store_url
 
 
 async def test_statistics_page_all_areas_combined(make_client, store_url) -> None:
-    from broker.statistics import compute_statistics, parse_stats_query
+    from broker.store.statistics import compute_statistics, parse_stats_query
 
     client = await make_client(base_settings(store_url))
     await seed_statistics(client)
@@ -565,7 +565,7 @@ async def test_statistics_page_all_areas_combined(make_client, store_url) -> Non
 
 
 async def test_statistics_page_defaults_and_navigation(make_client, store_url) -> None:
-    from broker.workdays import HELSINKI
+    from broker.domain.workdays import HELSINKI
 
     client = await make_client(base_settings(store_url))
     overview = await page_text(client, "/dashboard?lang=sv", headers=auth(ADMIN_TOKEN))

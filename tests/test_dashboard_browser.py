@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from broker.ledger import utcnow
+from broker.store.ledger import utcnow
 from tests.conftest import ADMIN_TOKEN, IN_CI, base_settings
 from tests.receiver import Receiver
 from tests.support import reply, wait_state

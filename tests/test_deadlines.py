@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from broker.deadlines import (
+from broker.domain.deadlines import (
     ACKNOWLEDGE,
     ASSESSMENT,
     DEADLINE_NAMES,
@@ -25,7 +25,7 @@ from broker.deadlines import (
     compute_deadlines,
     deadline_met_by,
 )
-from broker.workdays import HELSINKI, helsinki_date, is_working_day
+from broker.domain.workdays import HELSINKI, helsinki_date, is_working_day
 from schemas.enums import Kind, ReplyStatus, Urgency
 
 DEFAULT = SlaPolicy()

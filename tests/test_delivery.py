@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from broker.demo_data import make_referral
+from broker.devtools.demo_data import make_referral
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.receiver import Receiver
 from tests.test_smoke_flow import wait_state
@@ -173,7 +173,7 @@ async def test_duplicate_delivery_is_dropped(make_client, store_url, receiver) -
     await wait_state(client, rid, "delivered")
     svc = services_of(client)
     (event_id,) = receiver.by_event
-    from broker.transport import InboundMessage
+    from broker.transport.protocol import InboundMessage
 
     body = json.dumps({"event_id": event_id, "type": "referral", "referral_id": rid, "area": "08",
                        "occurred_at": "2026-01-01T00:00:00+00:00", "data": {}}).encode()

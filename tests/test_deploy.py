@@ -3,7 +3,7 @@
 - promtool (Debian package `prometheus`) checks the rules, runs their unit tests and checks the
   Prometheus config. A missing promtool skips locally and fails in CI (CI=true).
 - Every metric named in the dashboard and the alert rules must be one the service exports, read from
-  a live `broker.metrics.Metrics()` registry, with the labels and label values it really has.
+  a live `broker.observability.metrics.Metrics()` registry, with the labels and label values it really has.
 - `docker compose config` runs when a Docker client with the compose plugin is there; it is optional
   everywhere, CI included (no Docker on the CI machine). The compose file is checked structurally
   in any case, and its config is loaded by the real settings model.
@@ -32,11 +32,11 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from broker.deadlines import DEADLINE_NAMES, SlaPolicy, compute_deadlines
-from broker.metrics import Metrics
-from broker.rabbitmq_topology import topology_definitions
-from broker.settings import Settings, load_settings
-from broker.workdays import is_working_day
+from broker.config.settings import Settings, load_settings
+from broker.domain.deadlines import DEADLINE_NAMES, SlaPolicy, compute_deadlines
+from broker.domain.workdays import is_working_day
+from broker.observability.metrics import Metrics
+from broker.transport.topology import topology_definitions
 from schemas.enums import Kind, Urgency
 from tests.conftest import IN_CI
 

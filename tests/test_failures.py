@@ -1,4 +1,4 @@
-"""Failure classification (`broker.failures`) and the one retry policy built on it.
+"""Failure classification (`broker.resilience.failures`) and the one retry policy built on it.
 
 Exceptions come from the real drivers where the machine can produce them (a refused PostgreSQL
 connection through SQLAlchemy and asyncpg); a store that is away must back off and never count
@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from broker.failures import classify, is_unavailable, unavailable_reason
-from broker.transport import (
+from broker.resilience.failures import classify, is_unavailable, unavailable_reason
+from broker.transport.protocol import (
     H_CREATED_AT,
     H_FAULTS,
     H_RECEIVER_HAS_IT,
@@ -148,7 +148,7 @@ async def _case(client: Any, rid: str) -> dict[str, Any]:
 
 async def _settled(client: Any, rid: str) -> bool:
     """The worker recorded its delivery: the outbox row is settled for the intake consumer."""
-    from broker.tables import outbox, processed
+    from broker.store.tables import outbox, processed
     from tests.conftest import services_of
 
     ledger = services_of(client).ledger

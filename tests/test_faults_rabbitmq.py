@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from broker.ledger import Ledger, utcnow
+from broker.store.ledger import Ledger, utcnow
 from tests.private_services import PrivateRabbitMQ
 from tests.processes import (
     LedgerAudit,

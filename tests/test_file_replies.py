@@ -1,4 +1,4 @@
-"""Replies dropped as files by intakes with `files` delivery (issue 6): `broker.file_replies`.
+"""Replies dropped as files by intakes with `files` delivery (issue 6): `broker.delivery.file_replies`.
 
 The scanner is driven with `scan_once()`; every case first reaches `delivered` through the real
 files delivery. Identity codes are test codes (individual numbers 900-999); names are invented.
@@ -27,7 +27,7 @@ from adapters.municipal.replies_file import (
     parse_reply_file,
     reply_xml_loc,
 )
-from broker.file_replies import FileReplyScanner, ScanReport
+from broker.delivery.file_replies import FileReplyScanner, ScanReport
 from schemas.enums import ReplyStatus
 from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
 from tests.support import (

@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 
 from adapters.municipal.replies_file import NAMESPACE as REPLY_NS
 from adapters.municipal.replies_file import ReplyFileError, parse_reply_file
-from broker.app import create_app
-from broker.file_replies import FileReplyScanner
+from broker.delivery.file_replies import FileReplyScanner
+from broker.runtime.app import create_app
 from tests.conftest import (
     ADMIN_TOKEN,
     KELA_TOKEN,

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from broker.settings import load_settings
+from broker.config.settings import load_settings
 from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.support import hetu_with, new_case, post_referral, referral_body
 

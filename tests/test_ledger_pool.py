@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-import broker.ledger
-from broker.ledger import Ledger
+import broker.store.ledger
+from broker.store.ledger import Ledger
 
 
 async def _kill_pooled(ledger: Ledger, admin: Ledger) -> int:
@@ -28,7 +28,7 @@ async def _backend_pid(ledger: Ledger) -> int:
 
 async def test_an_idle_killed_connection_is_replaced_on_checkout(pg_database: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broker.ledger, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
+    monkeypatch.setattr(broker.store.ledger, "PING_AFTER_IDLE_S", 0.0)  # every checkout counts as idle
     ledger = Ledger.from_url(pg_database, pool_size=1)
     admin = Ledger.from_url(pg_database, pool_size=1)
     try:
@@ -42,7 +42,7 @@ async def test_an_idle_killed_connection_is_replaced_on_checkout(pg_database: st
 
 async def test_a_busy_connection_that_broke_fails_once_then_is_replaced(
         pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(broker.ledger, "PING_AFTER_IDLE_S", 3600.0)  # never idle long enough
+    monkeypatch.setattr(broker.store.ledger, "PING_AFTER_IDLE_S", 3600.0)  # never idle long enough
     ledger = Ledger.from_url(pg_database, pool_size=1)
     admin = Ledger.from_url(pg_database, pool_size=1)
     try:

@@ -24,9 +24,9 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-import broker.ledger
-from broker.ledger import Ledger
-from broker.logs import configure_logging
+import broker.store.ledger
+from broker.observability.logs import configure_logging
+from broker.store.ledger import Ledger
 from schemas.hetu import contains_identity_code
 from tests.conftest import KELA_TOKEN, PG_DSN_ADMIN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
@@ -112,7 +112,7 @@ def _database(store_url: str) -> str:
 async def test_an_error_on_a_killed_connection_names_no_parameter(
         pg_database: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """One deterministic kill: the statement meets the dead socket and the error hides its values."""
-    monkeypatch.setattr(broker.ledger, "PING_AFTER_IDLE_S", 3600.0)  # no ping on checkout
+    monkeypatch.setattr(broker.store.ledger, "PING_AFTER_IDLE_S", 3600.0)  # no ping on checkout
     ledger = Ledger.from_url(pg_database, pool_size=1)
     try:
         async with ledger.engine.connect() as conn:
@@ -135,7 +135,7 @@ async def test_a_terminate_backend_storm_logs_errors_without_personal_data(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # A connection that broke while pooled fails its first statement (no ping in between), so the
     # storm's errors carry statements, the very lines that used to carry their parameters.
-    monkeypatch.setattr(broker.ledger, "PING_AFTER_IDLE_S", 3600.0)
+    monkeypatch.setattr(broker.store.ledger, "PING_AFTER_IDLE_S", 3600.0)
     captured_logs.start()
     # `echo` too: the statement log goes through the root logger, parameters hidden.
     client = await make_client(base_settings(store_url, store={"echo": True, "pool_size": 4}))

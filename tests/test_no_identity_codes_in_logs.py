@@ -16,8 +16,8 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from broker.demo_data import make_referral
-from broker.logs import configure_logging, redact_identity_codes
+from broker.devtools.demo_data import make_referral
+from broker.observability.logs import configure_logging, redact_identity_codes
 from schemas.hetu import IDENTITY_CODE_RE, contains_identity_code, mask_identity_codes
 from tests.conftest import KELA_TOKEN, auth, base_settings, intake_token
 from tests.support import hetu_with
@@ -66,7 +66,7 @@ def test_library_log_records_are_redacted_too(capsys) -> None:
     import json
     import logging
 
-    from broker.logs import configure_logging
+    from broker.observability.logs import configure_logging
 
     root = logging.getLogger()
     handlers, level, previous = root.handlers[:], root.level, structlog.get_config()

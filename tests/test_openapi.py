@@ -29,8 +29,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
-from broker.app import create_app
-from broker.openapi import openapi_document
+from broker.http.openapi import openapi_document
+from broker.runtime.app import create_app
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 from tests.support import referral_body
 

@@ -20,7 +20,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from broker.auth import hash_token
+from broker.security.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, intake_token
 from tests.identity_scan import IdentityScanner
 from tests.privacy_traffic import KINDS, REPLY_STATUSES, Traffic

@@ -1,4 +1,4 @@
-"""The reconciliation sweep (`broker.reconcile`): the ledger decides what is not yet delivered.
+"""The reconciliation sweep (`broker.outbox.reconcile`): the ledger decides what is not yet delivered.
 
 A message is lost in transit on purpose (RabbitMQ: its retry tier purged; embedded: its retry timer
 dropped), while its outbox row says `sent`. The sweep must publish it again with the same event id,
@@ -14,11 +14,11 @@ from typing import Any
 import aio_pika
 import sqlalchemy as sa
 
-from broker.ledger import utcnow
-from broker.rabbitmq_topology import retry_tier_queue
-from broker.reconcile import SweepResult
-from broker.tables import outbox
-from broker.transport_embedded import EmbeddedTransport
+from broker.outbox.reconcile import SweepResult
+from broker.store.ledger import utcnow
+from broker.store.tables import outbox
+from broker.transport.embedded import EmbeddedTransport
+from broker.transport.topology import retry_tier_queue
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, services_of
 from tests.receiver import Receiver
 from tests.support import wait_for

@@ -14,11 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from broker import retention
-from broker.audit import system_actor, verify
 from broker.cli import app as cli_app
-from broker.ledger import Ledger, new_id
-from broker.tables import audit, cases, metadata, outbox
+from broker.jobs import retention
+from broker.security.audit import system_actor, verify
+from broker.store.ledger import Ledger, new_id
+from broker.store.tables import audit, cases, metadata, outbox
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.support import (
     MUNICIPALITY_OF_AREA,

@@ -7,9 +7,9 @@ import random
 
 import sqlalchemy as sa
 
-from broker.demo_data import make_referral
-from broker.sla_clock import SlaClock
-from broker.tables import cases
+from broker.devtools.demo_data import make_referral
+from broker.jobs.sla_clock import SlaClock
+from broker.store.tables import cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
 from tests.test_smoke_flow import wait_state
 

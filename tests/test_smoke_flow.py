@@ -4,7 +4,7 @@ import asyncio
 import random
 from typing import Any
 
-from broker.demo_data import make_referral
+from broker.devtools.demo_data import make_referral
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 
 

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker.tables import events as events_table
+from broker.store.tables import events as events_table
 from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
 from tests.support import SENT_AT, get_case, new_case, reply
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from broker.demo_data import make_referral
-from broker.statistics import CSV_COLUMNS
+from broker.devtools.demo_data import make_referral
+from broker.store.statistics import CSV_COLUMNS
 from schemas.rules import parse_referral
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
 

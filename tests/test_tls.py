@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from broker.serve import serve
+from broker.runtime.serve import serve
 from tests.conftest import KELA_TOKEN, auth, base_settings
 from tests.support import closed_port, wait_for
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from broker.audit import system_actor
-from broker.auth import hash_token
 from broker.cli import app as cli
-from broker.ledger import Ledger
-from broker.tokens import TokenStore
+from broker.security.audit import system_actor
+from broker.security.auth import hash_token
+from broker.security.tokens import TokenStore
+from broker.store.ledger import Ledger
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, services_of
 
 ACTOR = system_actor("test")
@@ -187,7 +187,7 @@ def test_cli_create_list_revoke(tmp_path: Path, store_url: str) -> None:
 
 
 def test_an_explicitly_empty_party_list_means_ledger_tokens_only(tmp_path: Path) -> None:
-    from broker.settings import load_settings
+    from broker.config.settings import load_settings
 
     config = tmp_path / "handoff.toml"
     config.write_text('parties = []\n\n[store]\nurl = "sqlite+aiosqlite:///x.db"\n', "utf-8")

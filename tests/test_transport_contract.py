@@ -31,13 +31,8 @@ import aio_pika
 import pytest
 from structlog.testing import capture_logs
 
-from broker.rabbitmq_topology import (
-    build_topology,
-    pick_retry_tier,
-    retry_tier_queue,
-    topology_definitions,
-)
-from broker.transport import (
+from broker.transport.embedded import EmbeddedTransport
+from broker.transport.protocol import (
     DEAD_LETTER_QUEUE,
     H_ATTEMPT,
     H_CREATED_AT,
@@ -60,8 +55,13 @@ from broker.transport import (
     referral_routing_key,
     update_routing_key,
 )
-from broker.transport_embedded import EmbeddedTransport
-from broker.transport_rabbitmq import RabbitMQTransport
+from broker.transport.rabbitmq import RabbitMQTransport
+from broker.transport.topology import (
+    build_topology,
+    pick_retry_tier,
+    retry_tier_queue,
+    topology_definitions,
+)
 
 # -- fixtures and helpers ----------------------------------------------------------------------
 

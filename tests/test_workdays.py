@@ -22,8 +22,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from broker import workdays
-from broker.workdays import (
+from broker.domain import workdays
+from broker.domain.workdays import (
     HELSINKI,
     add_working_days,
     end_of_working_day,
@@ -106,7 +106,7 @@ def test_working_days(day: date) -> None:
 @pytest.mark.parametrize("year", range(2024, 2036))
 def test_package_lists_both_eves_as_public_holidays(year: int) -> None:
     # LEGAL_FACTS § 4: verified for holidays 0.109; if this fails after an upgrade, the rule
-    # fallback in broker.workdays still keeps the eves off (see the next test).
+    # fallback in broker.domain.workdays still keeps the eves off (see the next test).
     public = holidays.country_holidays("FI", years=year, categories=(holidays.PUBLIC,))
     june_19 = date(year, 6, 19)
     midsummer_eve = june_19 + timedelta(days=(4 - june_19.weekday()) % 7)

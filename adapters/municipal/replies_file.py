@@ -1,7 +1,7 @@
 """Reply files from municipal intakes that only export files: bytes in, (referral_id, reply) out.
 
 An intake reached by `files` delivery (DESIGN § 5) answers by dropping one file per reply into its
-replies directory (the broker's scanner, `broker.file_replies`, does the I/O). Two formats:
+replies directory (the broker's scanner, `broker.delivery.file_replies`, does the I/O). Two formats:
 
 JSON (`*.json`): a reply in the common schema v1 with one extra, required top-level field,
 `referral_id` (the broker's id of the case, as in the referral file's name and envelope). It is taken

@@ -1,0 +1,3 @@
+from broker.cli.commands import main
+
+main()

@@ -1,0 +1,123 @@
+"""The reconciliation sweep: the ledger, not RabbitMQ, decides what is not yet delivered.
+
+A message can leave RabbitMQ without reaching a consumer (a node restart that dropped dead-lettered
+messages, an operator who purged a queue, a definitions import gone wrong); the outbox row then says
+`sent` forever and the case stays `routed`, and nothing else would ever notice. The sweep looks for
+outbox rows that were published, that no consumer has settled (`processed`: delivered, failed or
+dead-lettered), and that no worker has tried for `after_s` seconds, and publishes them again with the
+same event id; consumers and receivers drop the repeat if the original turns up after all.
+
+`after_s` must be longer than the longest retry tier plus a delivery timeout, so that a message that
+waits in a retry tier is never taken for a lost one (workers write `attempted_at` on each failed
+attempt). The same pass retires rows that consumers settled (`status = done`), so the set it scans
+stays the recent and the unsettled ones. It is safe on every replica: rows are claimed with
+`FOR UPDATE SKIP LOCKED` on PostgreSQL, and on SQLite one process owns the ledger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+import structlog
+
+from broker.config.settings import ReconcileSettings
+from broker.jobs.periodic import run_periodically
+from broker.observability.metrics import Metrics
+from broker.store.ledger import Ledger, utcnow
+from broker.store.tables import outbox, processed
+from broker.transport.protocol import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
+
+__all__ = ["CONSUMERS", "ReconciliationSweep", "SweepResult"]
+
+log = structlog.get_logger(__name__)
+
+# Every consumer that settles an outbox event: the intake and Kela workers and the dead-letter
+# recorder. An event settled by any of them is not lost.
+CONSUMERS = ("intake", "kela", "dead")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    examined: int = 0
+    settled: int = 0
+    republished: int = 0
+    unconfirmed: int = 0
+
+
+class ReconciliationSweep:
+    def __init__(self, ledger: Ledger, transport: Transport, settings: ReconcileSettings,
+                 metrics: Metrics) -> None:
+        self._ledger = ledger
+        self._transport = transport
+        self._settings = settings
+        self._metrics = metrics
+        settled = sa.exists().where(processed.c.consumer.in_(CONSUMERS),
+                                    processed.c.event_id == outbox.c.event_id)
+        last_seen = sa.func.coalesce(outbox.c.attempted_at, outbox.c.published_at)
+        claim = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.exchange, outbox.c.routing_key,
+                           outbox.c.body, outbox.c.created_at, settled.label("settled"))
+                 .where(outbox.c.status == "sent", last_seen < sa.bindparam("cutoff"))
+                 .order_by(outbox.c.id).limit(settings.batch_size))
+        self._claim = claim.with_for_update(of=outbox, skip_locked=True) if ledger.is_postgres \
+            else claim
+        ids = outbox.c.id.in_(sa.bindparam("ids", expanding=True))
+        self._retire = (sa.update(outbox).where(ids, outbox.c.status == "sent")
+                        .values(status="done", done_at=sa.bindparam("at")))
+        self._republished = (sa.update(outbox).where(ids)
+                             .values(published_at=sa.bindparam("at"), attempted_at=None,
+                                     publish_attempts=outbox.c.publish_attempts + 1))
+
+    async def run(self) -> None:
+        await run_periodically(self.sweep_once, self._settings.interval_s,
+                               failure_event="reconcile_sweep_failed", wait_first=True)
+
+    async def sweep_once(self, now: dt.datetime | None = None) -> SweepResult:
+        """One pass over at most `batch_size` rows; returns what it found."""
+        now = now or utcnow()
+        cutoff = now - dt.timedelta(seconds=self._settings.after_s)
+        async with self._ledger.transaction() as conn:
+            rows = (await conn.execute(self._claim, {"cutoff": cutoff})).mappings().all()
+            done = [r["id"] for r in rows if r["settled"]]
+            lost = [r for r in rows if not r["settled"]]
+            if done:
+                await conn.execute(self._retire, {"ids": done, "at": now})
+            confirmed: list[int] = []
+            for r in lost:
+                message = OutboundMessage(
+                    event_id=r["event_id"], exchange=r["exchange"], routing_key=r["routing_key"],
+                    body=r["body"].encode(),
+                    # The give-up clock keeps running from the row's creation.
+                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r["created_at"].timestamp())})
+                try:
+                    await self._transport.publish(message)
+                except PublishError as exc:
+                    log.warning("reconcile_publish_unconfirmed", event_id=r["event_id"],
+                                error=str(exc))
+                    continue
+                confirmed.append(r["id"])
+                log.warning("reconcile_republished", event_id=r["event_id"],
+                            referral_id=_referral_of(r["routing_key"], r["body"]))
+            if confirmed:
+                await conn.execute(self._republished, {"ids": confirmed, "at": now})
+        result = SweepResult(examined=len(rows), settled=len(done), republished=len(confirmed),
+                             unconfirmed=len(lost) - len(confirmed))
+        self._metrics.reconcile_sweeps.inc()
+        self._metrics.reconcile_found.labels(result="settled").inc(result.settled)
+        self._metrics.reconcile_found.labels(result="republished").inc(result.republished)
+        if result.republished or result.unconfirmed:
+            log.warning("reconcile_found_undelivered", republished=result.republished,
+                        unconfirmed=result.unconfirmed)
+        return result
+
+
+def _referral_of(routing_key: str, body: str) -> str | None:
+    """The case id of an envelope, for the log line (ids only: never the body's content)."""
+    import json
+
+    try:
+        value = json.loads(body).get("referral_id")
+    except (ValueError, AttributeError):
+        return None
+    return str(value) if value is not None and routing_key else None
