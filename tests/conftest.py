@@ -20,11 +20,11 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from broker.config.settings import Settings
-from broker.http.server import HandoffRunner
 from broker.runtime.app import create_app
 from broker.runtime.services import SERVICES, Services
 from broker.security.audit import CHAINS
 from broker.security.auth import hash_token
+from broker.web.server import HandoffRunner
 
 # Fault tests that stop or kill a broker or a database get their own instance (issue 15).
 from tests.private_services import private_postgres, private_rabbitmq  # noqa: F401

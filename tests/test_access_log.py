@@ -8,7 +8,7 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from broker.devtools.demo_data import make_referral, make_test_hetu
-from broker.http.cursors import encode_cursor
+from broker.web.cursors import encode_cursor
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 
 

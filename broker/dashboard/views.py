@@ -40,8 +40,6 @@ from broker.config.settings import Settings
 from broker.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.domain.routing import Classification
 from broker.domain.workdays import HELSINKI, working_days_between
-from broker.http.cursors import parse_position
-from broker.http.errors import REQUEST_ID
 from broker.jobs.sla_clock import DEADLINE_COLUMNS
 from broker.runtime.services import SERVICES, Services
 from broker.security.audit import Actor
@@ -51,6 +49,8 @@ from broker.store.ledger import Ledger, is_referral_id, utcnow
 from broker.store.statistics import SMALL as STATS_SMALL
 from broker.store.statistics import StatsQuery, compute_statistics, parse_stats_query
 from broker.store.tables import OPEN_STATES, cases, dead_letters, events
+from broker.web.cursors import parse_position
+from broker.web.errors import REQUEST_ID
 from schemas.enums import Finding, Outcome, ReferralQuality
 from schemas.hetu import contains_identity_code
 

@@ -1,4 +1,4 @@
-"""Domain errors. One middleware (`broker.http.errors`) maps them to HTTP; nothing else does."""
+"""Domain errors. One middleware (`broker.web.errors`) maps them to HTTP; nothing else does."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """HTTP API (DESIGN § 7): thin handlers that authenticate, parse, call the case logic, and answer.
 
-Domain errors are raised, never turned into responses here: `broker.http.errors` maps them.
+Domain errors are raised, never turned into responses here: `broker.web.errors` maps them.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ from broker.domain.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from broker.http.cursors import decode_cursor, encode_cursor, parse_position
-from broker.http.errors import REQUEST_ID
 from broker.http.openapi import openapi_document
 from broker.runtime.services import SERVICES, Services
 from broker.security.audit import Actor, AuditEntry, append_alone
 from broker.security.auth import PRINCIPAL, Principal
 from broker.store.ledger import CaseRow, utcnow
 from broker.store.statistics import compute_statistics, parse_stats_query, rows_to_csv
+from broker.web.cursors import decode_cursor, encode_cursor, parse_position
+from broker.web.errors import REQUEST_ID
 from schemas.enums import CaseState
 from schemas.errors import ErrorItem, SchemaError, redact_identity_codes, safe_loc
 from schemas.export import SCHEMAS, json_schema

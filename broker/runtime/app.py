@@ -9,16 +9,16 @@ from aiohttp import web
 
 from broker.config.settings import Settings
 from broker.dashboard.views import load_dashboard_keys, setup_dashboard
-from broker.http.errors import error_middleware
 from broker.http.routes import routes
-from broker.http.security_headers import security_headers_middleware
-from broker.http.slow_clients import body_deadline_middleware
 from broker.observability.metrics import Metrics
 from broker.runtime.services import SERVICES, build_services
 from broker.runtime.supervisor import Supervisor
 from broker.security.client_address import TRUSTED_PROXIES, TrustedProxies
 from broker.security.rate_limits import LIMITER, rate_limit_middleware
 from broker.transport.protocol import Transport
+from broker.web.errors import error_middleware
+from broker.web.security_headers import security_headers_middleware
+from broker.web.slow_clients import body_deadline_middleware
 
 __all__ = ["SUPERVISOR", "create_app"]
 

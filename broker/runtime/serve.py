@@ -11,9 +11,9 @@ import structlog
 from aiohttp import web
 
 from broker.config.settings import Settings
-from broker.http.server import HandoffRunner
 from broker.runtime.app import create_app
 from broker.security.tls import server_ssl_context
+from broker.web.server import HandoffRunner
 
 __all__ = ["serve"]
 

@@ -54,7 +54,7 @@ def _is_id(value: str) -> bool:
 
 
 def _is_cursor(value: str) -> bool:
-    """Cursors are opaque base64 of `<kind>:<number>` (broker.http.cursors): keep only real ones."""
+    """Cursors are opaque base64 of `<kind>:<number>` (broker.web.cursors): keep only real ones."""
     try:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -1,7 +1,7 @@
 """One middleware maps domain errors to HTTP and logs every request without personal data.
 
 Its `request_handled` event is the access log (aiohttp's own is off): one event per request with the
-route pattern (`/v1/referrals/{referral_id}`) for grouping, and the URL as `broker.http.access_log` lets it
+route pattern (`/v1/referrals/{referral_id}`) for grouping, and the URL as `broker.web.access_log` lets it
 be shown (real path and query, anything that could be personal masked by shape), so nothing a client
 puts in a URL can carry an identity code or a name into the logs.
 """
@@ -17,9 +17,9 @@ from aiohttp.typedefs import Handler
 from structlog.contextvars import bound_contextvars
 
 from broker.domain.errors import HandoffError, InvalidInput
-from broker.http.access_log import loggable_url, response_bytes
 from broker.resilience.failures import is_unavailable, unavailable_reason
 from broker.security.auth import PRINCIPAL
+from broker.web.access_log import loggable_url, response_bytes
 
 __all__ = ["REQUEST_ID", "error_middleware"]
 
