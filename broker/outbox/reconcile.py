@@ -17,6 +17,7 @@ stays the recent and the unsettled ones. It is safe on every replica: rows are c
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -114,8 +115,6 @@ class ReconciliationSweep:
 
 def _referral_of(routing_key: str, body: str) -> str | None:
     """The case id of an envelope, for the log line (ids only: never the body's content)."""
-    import json
-
     try:
         value = json.loads(body).get("referral_id")
     except (ValueError, AttributeError):
