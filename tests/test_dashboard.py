@@ -242,10 +242,29 @@ async def test_login_flow_sets_a_safe_cookie(make_client, store_url) -> None:
                              headers={"Cookie": f"handoff_dashboard={bad}"})
         assert r.status == 303 and r.headers["Location"].startswith("/dashboard/login")
 
-    behind_proxy = await login(client, **{"X-Forwarded-Proto": "https"})
-    cookie = next(c for c in behind_proxy.headers.getall("Set-Cookie")
-                  if c.startswith("handoff_dashboard="))
-    assert "secure" in [a.strip().lower() for a in cookie.split(";")]
+    # X-Forwarded-Proto from a peer that is not a trusted proxy is anyone's word: no Secure flag.
+    spoofed = await login(client, **{"X-Forwarded-Proto": "https"})
+    cookie = next(c for c in spoofed.headers.getall("Set-Cookie") if c.startswith("handoff_dashboard="))
+    assert "secure" not in [a.strip().lower() for a in cookie.split(";")]
+
+
+async def test_secure_cookie_behind_a_trusted_proxy_only(make_client, store_url) -> None:
+    """X-Forwarded-Proto counts only from a peer in `[server] trusted_proxies` (the test client's
+    peer is 127.0.0.1), and only the value that peer wrote (the right-most)."""
+    client = await make_client(base_settings(store_url, server={"trusted_proxies": ["127.0.0.0/8"]}))
+
+    def secure(r: Any, name: str = "handoff_dashboard") -> bool:
+        cookie = next(c for c in r.headers.getall("Set-Cookie") if c.startswith(f"{name}="))
+        return "secure" in [a.strip().lower() for a in cookie.split(";")]
+
+    assert secure(await login(client, **{"X-Forwarded-Proto": "https"}))
+    assert not secure(await login(client, **{"X-Forwarded-Proto": "https, http"}))
+    assert not secure(await login(client))
+    form = await client.get("/dashboard/login", headers={"X-Forwarded-Proto": "https"})
+    assert secure(form, "handoff_dashboard_login")
+
+    other = await make_client(base_settings(store_url, server={"trusted_proxies": ["10.0.0.0/8"]}))
+    assert not secure(await login(other, **{"X-Forwarded-Proto": "https"}))
 
 
 async def test_non_admin_tokens_get_403(make_client, store_url) -> None:
@@ -412,12 +431,76 @@ async def test_no_personal_data_on_any_dashboard_page(make_client, store_url) ->
         assert any(rid in text for text in pages.values())
 
 
-@pytest.mark.parametrize("lang", ["fi", "en", "sv"])
-def test_every_language_has_every_label(lang: str) -> None:
-    from broker.dashboard.views import LABELS
+def test_every_translation_key_exists_in_fi_sv_and_en() -> None:
+    """One catalog per language, the same keys in each (none missing, none extra), every text
+    non-empty with the same `{fields}`, and every key a template names exists."""
+    import string
+    from importlib.resources import files
 
-    assert set(LABELS[lang]) == set(LABELS["fi"])
-    assert all(LABELS[lang].values())
+    from broker.dashboard.i18n import LANGS, catalog
+
+    folder = files("broker.dashboard").joinpath("translations")
+    assert sorted(p.name for p in folder.iterdir()) == ["en.json", "fi.json", "sv.json"]
+    assert LANGS == ("fi", "sv", "en")
+    fi = catalog("fi")
+    for lang in ("sv", "en"):
+        messages = catalog(lang)
+        assert sorted(set(fi) - set(messages)) == [], f"missing in {lang}"
+        assert sorted(set(messages) - set(fi)) == [], f"extra in {lang}"
+        for key, text in messages.items():
+            assert text.strip(), (lang, key)
+            fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+            assert fields == {f for _, f, _, _ in string.Formatter().parse(fi[key]) if f}, (lang, key)
+    templates = files("broker.dashboard").joinpath("templates")
+    named = set()
+    for template in templates.iterdir():
+        text = template.read_text("utf-8")
+        named |= set(re.findall(r"\bt\.([a-z_0-9]+)\b(?!\()", text))
+        named |= set(re.findall(r"\bt\[\"([a-z_0-9]+)\"\]", text))
+    assert named and sorted(named - set(fi) - {"get"}) == []
+
+
+async def test_autoescape_is_on_for_values_from_the_ledger(make_client, store_url) -> None:
+    """A stored value that looks like markup is shown as text: Jinja escapes it, no page builds HTML
+    by hand. (The API refuses such a Kela reference; it is written into the ledger directly.)"""
+    client = await make_client(base_settings(store_url))
+    rid = await post_case(client, "DASH-ESC-1", "08")
+    await set_case(client, rid, kela_reference='<script>alert("x")</script>&<b>')
+    page = await page_text(client, f"/dashboard/cases?q={rid}&lang=en", headers=auth(ADMIN_TOKEN))
+    assert "<script" not in page and "<b>" not in page
+    assert ('data-field="kela_reference"><code>&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;'
+            '&amp;&lt;b&gt;</code>') in page
+
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("broker.dashboard"),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    assert env.get_template("base.html").name == "base.html"  # the templates ship in the package
+    from aiohttp import web
+
+    from broker.dashboard.templating import setup_templates
+
+    dashboard_env = setup_templates(web.Application())
+    assert dashboard_env.from_string("{{ v }}").render(v="<i>") == "&lt;i&gt;"
+    assert dashboard_env.get_template("macros.html").module.marker({"overdue_marker": "<x>"}) \
+        == '<span class="marker">⚠ &lt;x&gt;</span>'
+
+
+async def test_the_stylesheet_is_a_static_package_file(make_client, store_url) -> None:
+    from importlib.resources import files
+
+    client = await make_client(base_settings(store_url))
+    css = files("broker.dashboard").joinpath("static", "dashboard.css").read_text("utf-8")
+    url = client.app.router["dashboard_static"].url_for(filename="dashboard.css")
+    assert str(url) == "/dashboard/static/dashboard.css"
+    r = await client.get(str(url))
+    assert r.status == 200 and r.content_type == "text/css"
+    assert await r.text() == css and "svg.chart" in css
+    page = await page_text(client, "/dashboard/login")
+    assert '<link rel="stylesheet" href="/dashboard/static/dashboard.css">' in page
+    for bad in ("/dashboard/static/../translations/fi.json", "/dashboard/static/%2e%2e/views.py",
+                "/dashboard/static/nothing.css"):
+        assert (await client.get(bad)).status in (403, 404), bad
 
 
 async def test_overview_of_an_empty_ledger(make_client, store_url) -> None:
@@ -477,7 +560,7 @@ async def seed_statistics(client: Client) -> list[str]:
 
 
 async def test_statistics_page_matches_compute_statistics(make_client, store_url) -> None:
-    from broker.dashboard.views import overdue_share
+    from broker.dashboard.charts import overdue_share
     from broker.store.statistics import compute_statistics, parse_stats_query
 
     client = await make_client(base_settings(store_url))

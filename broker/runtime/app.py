@@ -8,7 +8,7 @@ import structlog
 from aiohttp import web
 
 from broker.config.settings import Settings
-from broker.dashboard.views import load_dashboard_keys, setup_dashboard
+from broker.dashboard import load_dashboard_keys, setup_dashboard
 from broker.http.routes import routes
 from broker.observability.metrics import Metrics
 from broker.runtime.services import SERVICES, build_services

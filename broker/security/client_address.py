@@ -5,6 +5,10 @@ limits would put every client in one bucket. `X-Forwarded-For` names the real cl
 send that header: it is read only when the direct peer is in `[server] trusted_proxies`, and then the
 right-most address in it that is not itself a trusted proxy is the client (each proxy appends the
 address it saw; what a client wrote sits further left and is never believed).
+
+`X-Forwarded-Proto` (whether the client used https, for the Secure flag of a session cookie) is
+believed on the same terms: only from a trusted peer, and only the value that peer wrote (the
+right-most); from any other peer the scheme is that of the connection itself.
 """
 
 from __future__ import annotations
@@ -57,6 +61,16 @@ class TrustedProxies:
             if not self.trusts(address):
                 break
         return str(nearest)
+
+    def scheme(self, request: web.Request) -> str:
+        """`https` or `http` as the client used it, behind trusted proxies or not."""
+        if request.secure:
+            return "https"
+        if not self.trusts(_parse(request.remote or "")):
+            return request.scheme
+        values = [v.strip().lower() for value in request.headers.getall("X-Forwarded-Proto", [])
+                  for v in value.split(",") if v.strip()]
+        return "https" if values and values[-1] == "https" else request.scheme
 
 
 TRUSTED_PROXIES: web.AppKey[TrustedProxies] = web.AppKey("trusted_proxies", TrustedProxies)
