@@ -19,10 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.domain.deadlines import ACKNOWLEDGE
 from broker.domain.errors import InvalidInput
 from broker.domain.routing import Classification
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import UTCDateTime, cases
+from broker.store.tables import DEADLINE_COLUMNS, UTCDateTime, cases
 from schemas.enums import Finding, Kind, Need, Outcome, ReferralQuality
 
 __all__ = ["CSV_COLUMNS", "StatsQuery", "compute_statistics", "parse_stats_query", "rows_to_csv"]
@@ -95,18 +96,14 @@ Cell = tuple[str, str]  # (month, area)
 
 async def _base(conn: AsyncConnection, q: StatsQuery, now: dt.datetime) -> dict[Cell, dict[str, Any]]:
     now_ = sa.literal(now, UTCDateTime())
-    late = sa.or_(
-        cases.c.ack_due_at < sa.func.coalesce(cases.c.acknowledged_at, now_),
-        cases.c.assessment_due_at < sa.func.coalesce(cases.c.assessment_started_at, now_),
-        cases.c.decision_due_at < sa.func.coalesce(cases.c.decided_at, now_),
-    )
+    late = sa.or_(*(due < sa.func.coalesce(met, now_) for due, met in DEADLINE_COLUMNS.values()))
+    ack_due, acknowledged = DEADLINE_COLUMNS[ACKNOWLEDGE]
     rows = await conn.execute(
         sa.select(
             cases.c.received_month, cases.c.area, sa.func.count(),
             _int(cases.c.urgency == "urgent"), _int(cases.c.return_count > 0),
             _int(cases.c.reroute_count > 0), _int(cases.c.state == "unroutable"),
-            _int(sa.and_(cases.c.acknowledged_at.is_not(None),
-                         cases.c.acknowledged_at <= cases.c.ack_due_at)),
+            _int(sa.and_(acknowledged.is_not(None), acknowledged <= ack_due)),
             _int(sa.and_(cases.c.state.not_in(["unroutable", "failed"]), late)),
             sa.func.count(cases.c.feedback_rating), sa.func.avg(cases.c.feedback_rating),
             # One pass over the span: the enumerated breakdowns are conditional sums, not GROUP BYs.
