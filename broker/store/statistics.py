@@ -11,7 +11,6 @@ import csv
 import datetime as dt
 import io
 import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from broker.domain.deadlines import ACKNOWLEDGE
 from broker.domain.errors import InvalidInput
 from broker.domain.routing import Classification
 from broker.store.ledger import Ledger, utcnow
+from broker.store.percentiles import percentile_cont
 from broker.store.tables import DEADLINE_COLUMNS, UTCDateTime, cases
 from schemas.enums import Finding, Kind, Need, Outcome, ReferralQuality
 
@@ -128,51 +128,13 @@ _MASKS: list[tuple[sa.Column[Any], list[str]]] = [
     (cases.c.needs_mask, NEEDS), (cases.c.findings_mask, FINDINGS)]
 
 
-async def _percentiles(conn: AsyncConnection, ledger: Ledger, q: StatsQuery,
+async def _percentiles(conn: AsyncConnection, q: StatsQuery,
                        ) -> dict[tuple[str, str], tuple[int, float | None, float | None]]:
     """(n, median, p90) of hours to first reply: percentile_cont on both stores."""
-    hours = _hours().label("h")
-    answered = sa.and_(_scope(q), cases.c.first_reply_s.is_not(None))
-    out: dict[tuple[str, str], tuple[int, float | None, float | None]] = {}
-    if ledger.is_postgres:
-        rows = await conn.execute(
-            sa.select(cases.c.received_month, cases.c.area, sa.func.count(),
-                      sa.func.percentile_cont(0.5).within_group(hours),
-                      sa.func.percentile_cont(0.9).within_group(hours))
-            .where(answered).group_by(cases.c.received_month, cases.c.area))
-        for month, area, n, median, p90 in rows:
-            out[(month, area)] = (int(n), float(median), float(p90))
-        return out
-    # SQLite: rank the values inside each group, fetch only the rows that percentile_cont would
-    # interpolate between (at most four per group), and interpolate here.
-    part = (cases.c.received_month, cases.c.area)
-    ranked = sa.select(
-        cases.c.received_month.label("m"), cases.c.area.label("a"), hours,
-        sa.func.row_number().over(partition_by=part, order_by=hours).label("rn"),
-        sa.func.count().over(partition_by=part).label("n"),
-    ).where(answered).subquery()
-    wanted = []
-    for p in (0.5, 0.9):
-        pos = sa.cast(1 + p * (ranked.c.n - 1), sa.Integer)
-        wanted += [ranked.c.rn == pos, ranked.c.rn == pos + 1]
-    rows = await conn.execute(sa.select(ranked.c.m, ranked.c.a, ranked.c.n, ranked.c.rn, ranked.c.h)
-                              .where(sa.or_(*wanted)))
-    values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    sizes: dict[tuple[str, str], int] = {}
-    for month, area, n, rn, h in rows:
-        values[(month, area)][int(rn)] = float(h)
-        sizes[(month, area)] = int(n)
-    for key, n in sizes.items():
-        out[key] = (n, _interpolate(values[key], n, 0.5), _interpolate(values[key], n, 0.9))
-    return out
-
-
-def _interpolate(by_rank: dict[int, float], n: int, p: float) -> float:
-    pos = 1 + p * (n - 1)
-    lower = int(pos)
-    low = by_rank[lower]
-    high = by_rank.get(lower + 1, low)
-    return low + (pos - lower) * (high - low)
+    found = await percentile_cont(
+        conn, _hours(), fractions=(0.5, 0.9), group_by=(cases.c.received_month, cases.c.area),
+        where=(_scope(q), cases.c.first_reply_s.is_not(None)))
+    return {(month, area): (n, median, p90) for (month, area), (n, (median, p90)) in found.items()}
 
 
 def _suppress(value: int, hidden: list[bool]) -> int | None:
@@ -198,7 +160,7 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
         return []
     async with ledger.engine.connect() as conn:
         base = await _base(conn, q, now)
-        latency = await _percentiles(conn, ledger, q)
+        latency = await _percentiles(conn, q)
     rows = []
     for month in q.months:
         for area in q.areas:
