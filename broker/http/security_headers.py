@@ -1,31 +1,17 @@
-"""Response headers that keep browsers from sniffing, framing, caching or leaking referrers.
+"""Puts the headers of `broker.security.headers` on every response.
 
-They go on every response: API answers carry case data (never to be cached by a browser or a
-proxy), and an HTML page of the service must not be framed. The dashboard sets its own, stricter
-headers (`broker.dashboard.views.SECURITY_HEADERS`) when the response is prepared, after this middleware;
-only headers a response does not yet carry are added here, so nothing is sent twice.
+The dashboard sets the same headers itself when the response is prepared, after this
+middleware; only headers a response does not yet carry are added here, so nothing is sent twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["BASE_HEADERS", "HTML_HEADERS", "security_headers_middleware"]
+from broker.security.headers import BASE_HEADERS, HTML_HEADERS
 
-BASE_HEADERS: Mapping[str, str] = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-# Service HTML carries no scripts; inline styles and inline SVG need no CSP exception.
-HTML_HEADERS: Mapping[str, str] = {
-    "Content-Security-Policy": ("default-src 'self'; script-src 'none'; object-src 'none'; "
-                                "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
-    "X-Frame-Options": "DENY",
-}
+__all__ = ["BASE_HEADERS", "HTML_HEADERS", "security_headers_middleware"]
 
 
 @web.middleware
