@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.domain.deadlines import ACKNOWLEDGE
 from broker.domain.errors import InvalidInput
+from broker.domain.months import month_index, month_text
 from broker.domain.routing import Classification
 from broker.store.ledger import Ledger, utcnow
 from broker.store.percentiles import percentile_cont
@@ -30,7 +30,6 @@ __all__ = ["CSV_COLUMNS", "StatsQuery", "compute_statistics", "parse_stats_query
 
 MAX_MONTHS = 36
 SMALL = 5  # counts 1..4 are published as null; statistics over fewer than 5 cases are null
-_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits; fullmatch, so no trailing "\n"
 
 KINDS = [k.value for k in Kind]
 NEEDS = [n.value for n in Need]
@@ -48,11 +47,11 @@ class StatsQuery:
 
 
 def _month_index(value: str | None, param: str) -> int:
-    match = _MONTH.fullmatch(value or "")
-    if match is None:
+    index = month_index(value)
+    if index is None:
         raise InvalidInput([{"loc": ["query", param], "msg": "must be a month YYYY-MM",
                              "type": "month_format"}])
-    return int(match.group(1)) * 12 + int(match.group(2)) - 1
+    return index
 
 
 def parse_stats_query(params: dict[str, str], classification: Classification, *,
@@ -75,7 +74,7 @@ def parse_stats_query(params: dict[str, str], classification: Classification, *,
     areas = [area] if area else list(classification.areas)
     if own_area is not None:
         areas = [a for a in areas if a == own_area]
-    months = [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(start, end + 1)]
+    months = [month_text(i) for i in range(start, end + 1)]
     return StatsQuery(months, areas, fmt)
 
 
