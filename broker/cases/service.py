@@ -29,7 +29,7 @@ from broker.domain.state_machine import reply_target
 from broker.domain.workdays import helsinki_date
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor, system_actor
-from broker.store.ledger import CaseRow, Ledger, dumps, new_id, utcnow
+from broker.store.ledger import CaseRow, Ledger, new_id, utcnow
 from broker.store.tables import cases, dead_letters, events, outbox, processed
 from broker.transport.protocol import (
     REFERRALS_EXCHANGE,
@@ -684,13 +684,6 @@ class CaseService:
         return {"id": dead_letter_id, "event_id": dl["event_id"], "referral_id": dl["referral_id"],
                 "state": state, "replayed_at": now.isoformat()}
 
-    async def referral_payload(self, referral_id: str) -> tuple[CaseRow, dict[str, Any]] | None:
-        async with self.ledger.engine.connect() as conn:
-            case = await self.ledger.case_by_id(conn, referral_id)
-        if case is None:
-            return None
-        return case, case.referral()
-
 
 def _envelope_type(body: str) -> str | None:
     try:
@@ -706,5 +699,3 @@ def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:
     item["event_id"] = row["event_id"]  # the same id a Kela webhook push carries
     return item
 
-
-_ = dumps

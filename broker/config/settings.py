@@ -76,10 +76,6 @@ class ServerSettings(_Section):
             raise ValueError("server.tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
 
-    @property
-    def rate_limited(self) -> bool:
-        return self.rate_limit_per_s > 0 and self.rate_limit_burst > 0
-
 
 class StoreSettings(_Section):
     url: str = "sqlite+aiosqlite:///./var/handoff.db"
