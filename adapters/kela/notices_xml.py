@@ -63,18 +63,31 @@ from __future__ import annotations
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
-from typing import Any, Final, TypeAlias
+from typing import Any, Final
 
-from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
-from defusedxml.ElementTree import DefusedXMLParser
 from pydantic import TypeAdapter, ValidationError
 
-from adapters.xml_values import BadValue, checked_datetime_text, parse_boolean, parse_token
+from adapters.xml_reader import (
+    XSI,
+    DocumentError,
+    Leaf,
+    Node,
+    Problems,
+    Record,
+    Repeated,
+    XmlReader,
+    boolean,
+    code,
+    element_path,
+    parse_document,
+    text,
+    token,
+)
+from adapters.xml_values import BadValue, checked_datetime_text
 from schemas.enums import ConsentMethod, Kind, Need, Urgency
 from schemas.errors import ErrorItem, SchemaError
 from schemas.models import Key, Referral
@@ -95,8 +108,8 @@ DEFAULT_MAX_NOTICES: Final = 2000
 # can make the broker write.
 MAX_ERRORS_PER_NOTICE: Final = 50
 
-_NS: Final = "{" + NAMESPACE + "}"
-_XSI: Final = "{http://www.w3.org/2001/XMLSchema-instance}"
+_READER: Final = XmlReader(NAMESPACE)
+_NS: Final = _READER.ns
 _BATCH: Final = "Ilmoitusera"
 _NOTICE_NAME: Final = "Ilmoitus"
 _VERSION: Final = "1"
@@ -145,17 +158,13 @@ BATCH_ERROR_CODES: Final = (
 )
 
 
-class NoticeBatchError(ValueError):
+class NoticeBatchError(DocumentError):
     """The batch as a whole cannot be read; no notice in it was looked at.
 
     `message` is written for Kela's developer and never quotes the document, because the document
     is special-category personal data and the message may end up in a log.
     """
 
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
 
 
 @dataclass(frozen=True)
@@ -174,18 +183,9 @@ class NoticeResult:
 
 # --- Value conversions ----------------------------------------------------------------------------
 
-_BadValue = BadValue
 _INTEGER = re.compile(r"\d{1,15}", re.ASCII)
 # Characters XML 1.0 cannot carry at all, not even as character references.
 _XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def _parse_text(text: str) -> str:
-    return text
-
-
-_parse_token = parse_token
-_parse_boolean = parse_boolean
 
 
 def _parse_datetime(text: str) -> datetime:
@@ -193,22 +193,14 @@ def _parse_datetime(text: str) -> datetime:
     try:
         return datetime.fromisoformat(value)
     except ValueError:
-        raise _BadValue("is not a real date and time", "datetime_parsing") from None
+        raise BadValue("is not a real date and time", "datetime_parsing") from None
 
 
 def _parse_integer(text: str) -> int:
     value = text.strip()
     if _INTEGER.fullmatch(value) is None:
-        raise _BadValue("must be a non-negative whole number", "int_parsing")
+        raise BadValue("must be a non-negative whole number", "int_parsing")
     return int(value)
-
-
-def _render_str(value: Any) -> str:
-    return str(value)
-
-
-def _render_boolean(value: Any) -> str:
-    return "true" if value else "false"
 
 
 def _render_datetime(value: Any) -> str:
@@ -224,106 +216,54 @@ def _render_datetime(value: Any) -> str:
 
 # --- Mapping table --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Leaf:
-    key: str
-    parse: Callable[[str], object]
-    render: Callable[[Any], str]
+def _datetime(key: str) -> Leaf:
+    return Leaf(key, _parse_datetime, _render_datetime)
 
 
-@dataclass(frozen=True)
-class _Record:
-    key: str
-    fields: Mapping[str, _Node]  # XML name -> node, in the order rendered
+def _integer(key: str) -> Leaf:
+    return Leaf(key, _parse_integer)
 
 
-@dataclass(frozen=True)
-class _Repeated:
-    key: str
-    item_name: str
-    item: _Leaf | _Record
-
-
-_Node: TypeAlias = _Leaf | _Record | _Repeated
-
-
-def _text(key: str) -> _Leaf:
-    return _Leaf(key, _parse_text, _render_str)
-
-
-def _token(key: str) -> _Leaf:
-    return _Leaf(key, _parse_token, _render_str)
-
-
-def _boolean(key: str) -> _Leaf:
-    return _Leaf(key, _parse_boolean, _render_boolean)
-
-
-def _datetime(key: str) -> _Leaf:
-    return _Leaf(key, _parse_datetime, _render_datetime)
-
-
-def _integer(key: str) -> _Leaf:
-    return _Leaf(key, _parse_integer, _render_str)
-
-
-def _code(key: str, table: Mapping[str, Enum]) -> _Leaf:
-    allowed = ", ".join(table)
-    reverse = {member.value: code for code, member in table.items()}
-
-    def parse(text: str) -> object:
-        member = table.get(text.strip())
-        if member is None:
-            raise _BadValue(f"must be one of: {allowed}", "enum")
-        return member.value
-
-    def render(value: Any) -> str:
-        return reverse[value.value if isinstance(value, Enum) else value]
-
-    return _Leaf(key, parse, render)
-
-
-_NOTICE: Final = _Record("", {
-    "KelanViite": _token("kela_reference"),
-    "LaheteId": _token("referral_id"),
-    "Laji": _code("kind", KIND_CODES),
-    "Kiireellisyys": _code("urgency", URGENCY_CODES),
-    "Asiakas": _Record("client", {
-        "Henkilotunnus": _token("personal_id"),
-        "Etunimet": _text("first_names"),
-        "Sukunimi": _text("last_name"),
-        "Kieli": _token("language"),
-        "TulkkiTarvitaan": _boolean("interpreter_needed"),
-        "Puhelin": _token("phone"),
-        "Sahkoposti": _token("email"),
-        "Osoite": _text("address"),
-        "Kotikuntakoodi": _token("municipality_code"),
+_NOTICE: Final = Record("", {
+    "KelanViite": token("kela_reference"),
+    "LaheteId": token("referral_id"),
+    "Laji": code("kind", KIND_CODES),
+    "Kiireellisyys": code("urgency", URGENCY_CODES),
+    "Asiakas": Record("client", {
+        "Henkilotunnus": token("personal_id"),
+        "Etunimet": text("first_names"),
+        "Sukunimi": text("last_name"),
+        "Kieli": token("language"),
+        "TulkkiTarvitaan": boolean("interpreter_needed"),
+        "Puhelin": token("phone"),
+        "Sahkoposti": token("email"),
+        "Osoite": text("address"),
+        "Kotikuntakoodi": token("municipality_code"),
     }),
-    "Suostumus": _Record("consent", {
-        "Annettu": _boolean("given"),
+    "Suostumus": Record("consent", {
+        "Annettu": boolean("given"),
         "AnnettuAika": _datetime("given_at"),
-        "Tapa": _code("method", CONSENT_METHOD_CODES),
-        "Laajuus": _text("scope"),
+        "Tapa": code("method", CONSENT_METHOD_CODES),
+        "Laajuus": text("scope"),
     }),
-    "Perustelu": _text("justification"),
-    "Tarpeet": _Repeated("needs", "Tarve", _code("", NEED_CODES)),
-    "Kuvaus": _text("description"),
-    "Kela": _Record("kela", {
-        "Toimisto": _text("office"),
-        "KasittelijaId": _token("handler_id"),
-        "Yhteyspuhelin": _token("contact_phone"),
-        "Paatosviitteet": _Repeated("decision_refs", "Paatosviite", _token("")),
+    "Perustelu": text("justification"),
+    "Tarpeet": Repeated("needs", "Tarve", code("", NEED_CODES)),
+    "Kuvaus": text("description"),
+    "Kela": Record("kela", {
+        "Toimisto": text("office"),
+        "KasittelijaId": token("handler_id"),
+        "Yhteyspuhelin": token("contact_phone"),
+        "Paatosviitteet": Repeated("decision_refs", "Paatosviite", token("")),
     }),
-    "Liitteet": _Repeated("attachments", "Liite", _Record("", {
-        "Tiedostonimi": _text("filename"),
-        "Mediatyyppi": _token("media_type"),
-        "Sha256": _token("sha256"),
+    "Liitteet": Repeated("attachments", "Liite", Record("", {
+        "Tiedostonimi": text("filename"),
+        "Mediatyyppi": token("media_type"),
+        "Sha256": token("sha256"),
         "Koko": _integer("size"),
     })),
     "Lahetetty": _datetime("sent_at"),
     "Vastaanotettu": _datetime("received_at"),
 })
-
 
 def xml_loc(schema_loc: Sequence[str | int]) -> list[str | int]:
     """Translate a common-schema error location into the XML path of the element it is about.
@@ -331,194 +271,17 @@ def xml_loc(schema_loc: Sequence[str | int]) -> list[str | int]:
     Kela's developer sees their own element names, not the broker's JSON field names. A segment
     the table does not know (there should be none) is passed through rather than dropped.
     """
-    out: list[str | int] = []
-    node: _Node | None = _NOTICE
-    for segment in schema_loc:
-        if segment == "schema_version" and node is _NOTICE:
-            out.append("@versio")
-            node = None
-        elif isinstance(node, _Record) and isinstance(segment, str):
-            name = next((n for n, child in node.fields.items() if child.key == segment), None)
-            if name is None:
-                out.append(segment)
-                node = None
-            else:
-                out.append(name)
-                node = node.fields[name]
-        elif isinstance(node, _Repeated) and isinstance(segment, int):
-            out.extend((node.item_name, segment))
-            node = node.item
-        else:
-            out.append(segment)
-            node = None
-    return out
-
+    return element_path(_NOTICE, schema_loc, attributes={"schema_version": "@versio"})
 
 # --- Reading --------------------------------------------------------------------------------------
-
-class _TooDeep(Exception):
-    pass
-
-
-class _DepthLimitedBuilder:
-    """Tree builder that refuses to go deeper than the limit while expat is still reading.
-
-    Checking depth after the parse would let a hostile document build its whole tree first.
-    """
-
-    def __init__(self, max_depth: int) -> None:
-        self._builder = ET.TreeBuilder()
-        self._depth = 0
-        self._max_depth = max_depth
-
-    def start(self, tag: str, attrib: dict[str, str]) -> ET.Element:
-        self._depth += 1
-        if self._depth > self._max_depth:
-            raise _TooDeep
-        return self._builder.start(tag, attrib)
-
-    def end(self, tag: str) -> ET.Element:
-        self._depth -= 1
-        return self._builder.end(tag)
-
-    def data(self, data: str) -> None:
-        self._builder.data(data)
-
-    def close(self) -> ET.Element:
-        return self._builder.close()
-
 
 def _parse_document(raw: bytes, *, max_bytes: int, max_depth: int) -> ET.Element:
     if len(raw) > max_bytes:
         raise NoticeBatchError("too_large", f"the document is larger than {max_bytes} bytes")
-    parser = DefusedXMLParser(
-        target=_DepthLimitedBuilder(max_depth),
-        forbid_dtd=True, forbid_entities=True, forbid_external=True,
-    )
     try:
-        parser.feed(raw)
-        root: ET.Element = parser.close()
-    except _TooDeep:
-        raise NoticeBatchError(
-            "too_deep", f"the document nests elements deeper than {max_depth} levels"
-        ) from None
-    except DTDForbidden:
-        raise NoticeBatchError(
-            "dtd_forbidden", "a document type declaration (DTD) is not allowed"
-        ) from None
-    except EntitiesForbidden:
-        raise NoticeBatchError(
-            "entities_forbidden", "entity declarations are not allowed"
-        ) from None
-    except ExternalReferenceForbidden:
-        raise NoticeBatchError(
-            "external_reference_forbidden", "references to external resources are not allowed"
-        ) from None
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise NoticeBatchError(
-            "xml_malformed", f"the document is not well-formed XML (line {line}, column {column})"
-        ) from None
-    except (ValueError, LookupError):
-        # Unknown or multi-byte declared encodings, and other refusals of expat itself.
-        raise NoticeBatchError("xml_malformed", "the document is not well-formed XML") from None
-    return root
-
-
-_ABSENT: Final = object()
-_NAME_LIMIT: Final = 64
-
-
-def _display_name(name: str) -> str:
-    local = name[len(_NS):] if name.startswith(_NS) else name
-    return local if len(local) <= _NAME_LIMIT else local[:_NAME_LIMIT] + "..."
-
-
-class _Problems:
-    """Errors found while translating one notice, before the common schema sees it."""
-
-    def __init__(self) -> None:
-        self.items: list[ErrorItem] = []
-
-    def add(self, loc: list[str | int], msg: str, type_: str) -> None:
-        # Past the cut the list is truncated anyway; keeping it short keeps a notice of a
-        # hundred thousand stray elements cheap.
-        if len(self.items) <= MAX_ERRORS_PER_NOTICE:
-            self.items.append({"loc": loc, "msg": msg, "type": type_})
-
-    def covers(self, loc: Sequence[str | int]) -> bool:
-        # A schema error at or below a spot already reported is the same fault seen again
-        # (a value that could not be read is left out and then reported "missing").
-        return any(list(loc[: len(item["loc"])]) == item["loc"] for item in self.items)
-
-
-def _check_attributes(elem: ET.Element, path: list[str | int], problems: _Problems,
-                      *, versioned: bool = False) -> None:
-    for name, value in elem.attrib.items():
-        if name.startswith(_XSI):
-            continue  # schemaLocation and friends are hints for validators, not data
-        if versioned and name == "versio":
-            if value.strip() != _VERSION:
-                problems.add([*path, "@versio"], f"must be {_VERSION}", "literal_error")
-            continue
-        problems.add([*path, "@" + _display_name(name)], "attribute not permitted",
-                     "extra_forbidden")
-
-
-def _check_no_text(elem: ET.Element, path: list[str | int], problems: _Problems) -> None:
-    if (elem.text or "").strip() or any((child.tail or "").strip() for child in elem):
-        problems.add(path, "element must contain elements only, not text", "text_forbidden")
-
-
-def _read_record(elem: ET.Element, spec: _Record, path: list[str | int], problems: _Problems,
-                 *, versioned: bool = False) -> dict[str, Any]:
-    _check_attributes(elem, path, problems, versioned=versioned)
-    _check_no_text(elem, path, problems)
-    out: dict[str, Any] = {}
-    seen: set[str] = set()
-    for child in elem:
-        name = _display_name(child.tag)
-        node = spec.fields.get(name) if child.tag.startswith(_NS) else None
-        child_path: list[str | int] = [*path, name]
-        if node is None:
-            problems.add(child_path, "element not permitted here", "extra_forbidden")
-            continue
-        if name in seen:
-            problems.add(child_path, "element may appear only once", "duplicate_element")
-            continue
-        seen.add(name)
-        value = _read_node(child, node, child_path, problems)
-        if value is not _ABSENT:
-            out[node.key] = value
-    return out
-
-
-def _read_node(elem: ET.Element, node: _Node, path: list[str | int], problems: _Problems) -> Any:
-    if isinstance(node, _Record):
-        return _read_record(elem, node, path, problems)
-    if isinstance(node, _Repeated):
-        _check_attributes(elem, path, problems)
-        _check_no_text(elem, path, problems)
-        items: list[Any] = []
-        for child in elem:
-            name = _display_name(child.tag)
-            if not child.tag.startswith(_NS) or name != node.item_name:
-                problems.add([*path, name], "element not permitted here", "extra_forbidden")
-                continue
-            value = _read_node(child, node.item, [*path, name, len(items)], problems)
-            # A placeholder keeps later items at their own index; the schema then rejects it,
-            # and that duplicate report is dropped because the spot is already covered.
-            items.append(None if value is _ABSENT else value)
-        return items
-    _check_attributes(elem, path, problems)
-    if len(elem):
-        problems.add(path, "element must contain text only", "elements_forbidden")
-        return _ABSENT
-    try:
-        return node.parse(elem.text or "")
-    except _BadValue as exc:
-        problems.add(path, exc.msg, exc.type)
-        return _ABSENT
+        return parse_document(raw, max_depth=max_depth)
+    except DocumentError as exc:
+        raise NoticeBatchError(exc.code, exc.message) from None
 
 
 _KEY: Final = TypeAdapter(Key)
@@ -537,8 +300,10 @@ def _safe_reference(value: object) -> str | None:
 
 def _read_notice(elem: ET.Element, index: int) -> NoticeResult:
     path: list[str | int] = [_NOTICE_NAME, index]
-    problems = _Problems()
-    data = _read_record(elem, _NOTICE, path, problems, versioned=True)
+    # One more than is shown, so that a longer list is seen to be cut.
+    problems = Problems(keep=MAX_ERRORS_PER_NOTICE + 1)
+    _READER.check_attributes(elem, path, problems, version=_VERSION)
+    data = _READER.record(elem, _NOTICE, path, problems)
     referral: Referral | None
     try:
         referral = parse_referral(data)
@@ -585,7 +350,7 @@ def parse_notices(
             if value.strip() != _VERSION:
                 raise NoticeBatchError("version_unsupported",
                                        f"this service reads version {_VERSION} of the format")
-        elif not name.startswith(_XSI):
+        elif not name.startswith(XSI):
             raise NoticeBatchError("batch_structure", f"{_BATCH} carries only the attribute versio")
     if (root.text or "").strip() or any(
         child.tag != _NS + _NOTICE_NAME or (child.tail or "").strip() for child in root
@@ -614,11 +379,11 @@ def _escape(text: str) -> str:
             .replace("\r", "&#13;"))
 
 
-def _render_node(name: str, node: _Node, value: Any, depth: int, out: list[str]) -> None:
+def _render_node(name: str, node: Node, value: Any, depth: int, out: list[str]) -> None:
     pad = _INDENT * depth
-    if isinstance(node, _Leaf):
+    if isinstance(node, Leaf):
         out.append(f"{pad}<{name}>{_escape(node.render(value))}</{name}>")
-    elif isinstance(node, _Record):
+    elif isinstance(node, Record):
         inner: list[str] = []
         _render_fields(node, value, depth + 1, inner)
         if inner:
@@ -630,7 +395,7 @@ def _render_node(name: str, node: _Node, value: Any, depth: int, out: list[str])
         out.append(f"{pad}</{name}>")
 
 
-def _render_fields(spec: _Record, data: Mapping[str, Any], depth: int, out: list[str]) -> None:
+def _render_fields(spec: Record, data: Mapping[str, Any], depth: int, out: list[str]) -> None:
     for name, node in spec.fields.items():
         value = data.get(node.key)
         if value is not None:

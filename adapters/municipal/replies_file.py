@@ -41,17 +41,25 @@ file's own names with `file_loc`. Errors never quote the file: it is personal da
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
-from typing import Any, Final, TypeAlias
-
-from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
-from defusedxml.ElementTree import DefusedXMLParser
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
 
 from adapters.kela.notices_json import MalformedBody, load_json_object
-from adapters.xml_values import BadValue, checked_datetime_text, parse_boolean, parse_token
+from adapters.xml_reader import (
+    DocumentError,
+    Leaf,
+    Problems,
+    Record,
+    Repeated,
+    XmlReader,
+    boolean,
+    code,
+    element_path,
+    parse_document,
+    text,
+    token,
+)
+from adapters.xml_values import BadValue, checked_datetime_text
 from schemas.enums import Decision, Finding, Outcome, ReferralQuality, ReplyStatus
 from schemas.errors import ErrorItem, SchemaError
 
@@ -71,8 +79,8 @@ MALFORMED_TYPES: Final = frozenset({
     "too_deep", "root_invalid", "version_unsupported",
 })
 
-_NS: Final = "{" + NAMESPACE + "}"
-_XSI: Final = "{http://www.w3.org/2001/XMLSchema-instance}"
+_READER: Final = XmlReader(NAMESPACE)
+_NS: Final = _READER.ns
 _ROOT: Final = "Vastaus"
 _VERSION: Final = "1"
 
@@ -216,108 +224,46 @@ def _unicode_problems(data: dict[str, Any]) -> list[ErrorItem]:
 
 # --- XML: vocabulary ------------------------------------------------------------------------------
 
-_BadValue = BadValue
 _INTEGER: Final = re.compile(r"-?\d{1,9}", re.ASCII)
-
-
-def _text(text: str) -> object:
-    return text
-
-
-_token = parse_token
-_boolean = parse_boolean
-# Date-times are kept as text: the common schema parses them, and the idempotency hash sees what
-# was sent.
-_datetime = checked_datetime_text
 
 
 def _integer(text: str) -> object:
     value = text.strip()
     if _INTEGER.fullmatch(value) is None:
-        raise _BadValue("must be a whole number", "int_parsing")
+        raise BadValue("must be a whole number", "int_parsing")
     return int(value)
 
 
-def _code(table: Mapping[str, Enum]) -> Callable[[str], object]:
-    allowed = ", ".join(table)
-
-    def parse(text: str) -> object:
-        member = table.get(text.strip())
-        if member is None:
-            raise _BadValue(f"must be one of: {allowed}", "enum")
-        return member.value
-
-    return parse
-
-
-@dataclass(frozen=True)
-class _Leaf:
-    key: str
-    parse: Callable[[str], object]
-
-
-@dataclass(frozen=True)
-class _Record:
-    key: str
-    fields: Mapping[str, _Node]
-
-
-@dataclass(frozen=True)
-class _Repeated:
-    key: str
-    item_name: str
-    item: _Leaf
-
-
-_Node: TypeAlias = _Leaf | _Record | _Repeated
-
 _LAHETE_ID: Final = "LaheteId"
-_REPLY: Final = _Record("", {
-    _LAHETE_ID: _Leaf("referral_id", _token),
-    "VastausId": _Leaf("reply_id", _token),
-    "Tila": _Leaf("status", _code(STATUS_CODES)),
-    "Tyontekija": _Record("worker", {
-        "Nimi": _Leaf("name", _text),
-        "Nimike": _Leaf("title", _text),
-        "Puhelin": _Leaf("phone", _token),
+# Date-times are kept as text: the common schema parses them, and the idempotency hash sees what
+# was sent.
+_REPLY: Final = Record("", {
+    _LAHETE_ID: token("referral_id"),
+    "VastausId": token("reply_id"),
+    "Tila": code("status", STATUS_CODES),
+    "Tyontekija": Record("worker", {
+        "Nimi": text("name"),
+        "Nimike": text("title"),
+        "Puhelin": token("phone"),
     }),
-    "Kysymys": _Leaf("question", _text),
-    "Syy": _Leaf("reason", _text),
-    "EhdotettuKuntakoodi": _Leaf("suggested_municipality_code", _token),
-    "Paatos": _Leaf("decision", _code(DECISION_CODES)),
-    "Lopputulos": _Leaf("outcome", _code(OUTCOME_CODES)),
-    "Viesti": _Leaf("message", _text),
-    "Lahetetty": _Leaf("sent_at", _datetime),
-    "LahetteenLaatu": _Leaf("referral_quality", _code(QUALITY_CODES)),
-    "Havainnot": _Repeated("findings", "Havainto", _Leaf("", _code(FINDING_CODES))),
-    "AsiakasPalaute": _Record("client_feedback", {
-        "Arvio": _Leaf("rating", _integer),
-        "TuliKuulluksi": _Leaf("heard", _boolean),
+    "Kysymys": text("question"),
+    "Syy": text("reason"),
+    "EhdotettuKuntakoodi": token("suggested_municipality_code"),
+    "Paatos": code("decision", DECISION_CODES),
+    "Lopputulos": code("outcome", OUTCOME_CODES),
+    "Viesti": text("message"),
+    "Lahetetty": Leaf("sent_at", checked_datetime_text),
+    "LahetteenLaatu": code("referral_quality", QUALITY_CODES),
+    "Havainnot": Repeated("findings", "Havainto", code("", FINDING_CODES)),
+    "AsiakasPalaute": Record("client_feedback", {
+        "Arvio": Leaf("rating", _integer),
+        "TuliKuulluksi": boolean("heard"),
     }),
 })
 
-
 def reply_xml_loc(schema_loc: Sequence[str | int]) -> list[str | int]:
     """A common-schema error location as the path of the `Vastaus` element it is about."""
-    out: list[str | int] = [_ROOT]
-    node: _Node | None = _REPLY
-    for segment in schema_loc:
-        if isinstance(node, _Record) and isinstance(segment, str):
-            name = next((n for n, child in node.fields.items() if child.key == segment), None)
-            if name is None:
-                out.append(segment)
-                node = None
-            else:
-                out.append(name)
-                node = node.fields[name]
-        elif isinstance(node, _Repeated) and isinstance(segment, int):
-            out.extend((node.item_name, segment))
-            node = node.item
-        else:
-            out.append(segment)
-            node = None
-    return out
-
+    return [_ROOT, *element_path(_REPLY, schema_loc)]
 
 def file_loc(name: str, schema_loc: Sequence[str | int]) -> list[str | int]:
     """Where in the file `name` a common-schema error location points: the field itself for
@@ -329,154 +275,22 @@ def file_loc(name: str, schema_loc: Sequence[str | int]) -> list[str | int]:
 
 # --- XML: reading ---------------------------------------------------------------------------------
 
-class _TooDeep(Exception):
-    pass
-
-
-class _DepthLimitedBuilder:
-    """Refuses to nest deeper than the limit while expat is still reading."""
-
-    def __init__(self, max_depth: int) -> None:
-        self._builder = ET.TreeBuilder()
-        self._depth = 0
-        self._max_depth = max_depth
-
-    def start(self, tag: str, attrib: dict[str, str]) -> ET.Element:
-        self._depth += 1
-        if self._depth > self._max_depth:
-            raise _TooDeep
-        return self._builder.start(tag, attrib)
-
-    def end(self, tag: str) -> ET.Element:
-        self._depth -= 1
-        return self._builder.end(tag)
-
-    def data(self, data: str) -> None:
-        self._builder.data(data)
-
-    def close(self) -> ET.Element:
-        return self._builder.close()
-
-
-def _document(raw: bytes) -> ET.Element:
-    parser = DefusedXMLParser(target=_DepthLimitedBuilder(MAX_DEPTH), forbid_dtd=True,
-                              forbid_entities=True, forbid_external=True)
-    try:
-        parser.feed(raw)
-        root: ET.Element = parser.close()
-    except _TooDeep:
-        raise ReplyFileError([], f"the document nests elements deeper than {MAX_DEPTH} levels",
-                             "too_deep") from None
-    except DTDForbidden:
-        raise ReplyFileError([], "a document type declaration (DTD) is not allowed",
-                             "dtd_forbidden") from None
-    except EntitiesForbidden:
-        raise ReplyFileError([], "entity declarations are not allowed", "entities_forbidden") from None
-    except ExternalReferenceForbidden:
-        raise ReplyFileError([], "references to external resources are not allowed",
-                             "external_reference_forbidden") from None
-    except ET.ParseError as exc:
-        line, column = exc.position
-        raise ReplyFileError([], f"the file is not well-formed XML (line {line}, column {column})",
-                             "xml_malformed") from None
-    except (ValueError, LookupError):
-        raise ReplyFileError([], "the file is not well-formed XML", "xml_malformed") from None
-    return root
-
-
-_ABSENT: Final = object()
-_NAME_LIMIT: Final = 64
-
-
-def _display(tag: str) -> str:
-    local = tag[len(_NS):] if tag.startswith(_NS) else tag
-    return local if len(local) <= _NAME_LIMIT else local[:_NAME_LIMIT] + "..."
-
-
-class _Problems:
-    LIMIT: Final = 50
-
-    def __init__(self) -> None:
-        self.items: list[ErrorItem] = []
-
-    def add(self, loc: list[str | int], msg: str, type_: str) -> None:
-        if len(self.items) < self.LIMIT:
-            self.items.append({"loc": loc, "msg": msg, "type": type_})
-
-
-def _check_attributes(elem: ET.Element, path: list[str | int], problems: _Problems) -> None:
-    for name in elem.attrib:
-        if not name.startswith(_XSI):
-            problems.add([*path, "@" + _display(name)], "attribute not permitted", "extra_forbidden")
-
-
-def _check_no_text(elem: ET.Element, path: list[str | int], problems: _Problems) -> None:
-    if (elem.text or "").strip() or any((child.tail or "").strip() for child in elem):
-        problems.add(path, "element must contain elements only, not text", "text_forbidden")
-
-
-def _read_record(elem: ET.Element, spec: _Record, path: list[str | int],
-                 problems: _Problems) -> dict[str, Any]:
-    _check_no_text(elem, path, problems)
-    out: dict[str, Any] = {}
-    seen: set[str] = set()
-    for child in elem:
-        name = _display(child.tag)
-        node = spec.fields.get(name) if child.tag.startswith(_NS) else None
-        child_path: list[str | int] = [*path, name]
-        if node is None:
-            problems.add(child_path, "element not permitted here", "extra_forbidden")
-            continue
-        if name in seen:
-            problems.add(child_path, "element may appear only once", "duplicate_element")
-            continue
-        seen.add(name)
-        value = _read_node(child, node, child_path, problems)
-        if value is not _ABSENT:
-            out[node.key] = value
-    return out
-
-
-def _read_node(elem: ET.Element, node: _Node, path: list[str | int], problems: _Problems) -> Any:
-    _check_attributes(elem, path, problems)
-    if isinstance(node, _Record):
-        return _read_record(elem, node, path, problems)
-    if isinstance(node, _Repeated):
-        _check_no_text(elem, path, problems)
-        items: list[Any] = []
-        for child in elem:
-            name = _display(child.tag)
-            if not child.tag.startswith(_NS) or name != node.item_name:
-                problems.add([*path, name], "element not permitted here", "extra_forbidden")
-                continue
-            value = _read_node(child, node.item, [*path, name, len(items)], problems)
-            items.append(None if value is _ABSENT else value)
-        return items
-    if len(elem):
-        problems.add(path, "element must contain text only", "elements_forbidden")
-        return _ABSENT
-    try:
-        return node.parse(elem.text or "")
-    except _BadValue as exc:
-        problems.add(path, exc.msg, exc.type)
-        return _ABSENT
-
-
 def _parse_xml(raw: bytes) -> tuple[str, dict[str, Any]]:
-    root = _document(raw)
+    try:
+        root = parse_document(raw, max_depth=MAX_DEPTH, what="file")
+    except DocumentError as exc:
+        raise ReplyFileError([], exc.message, exc.code) from None
     if root.tag != _NS + _ROOT:
         raise ReplyFileError([], f"the root element must be {_ROOT} in the namespace {NAMESPACE}",
                              "root_invalid")
     path: list[str | int] = [_ROOT]
-    problems = _Problems()
-    for name, value in root.attrib.items():
-        if name == "versio":
-            if value.strip() != _VERSION:
-                raise ReplyFileError([_ROOT, "@versio"], f"this service reads version {_VERSION}",
-                                     "version_unsupported")
-        elif not name.startswith(_XSI):
-            problems.add([_ROOT, "@" + _display(name)], "attribute not permitted", "extra_forbidden")
-    data = _read_record(root, _REPLY, path, problems)
+    problems = Problems(keep=50)
+    version = root.get("versio")
+    if version is not None and version.strip() != _VERSION:
+        raise ReplyFileError([_ROOT, "@versio"], f"this service reads version {_VERSION}",
+                             "version_unsupported")
+    _READER.check_attributes(root, path, problems, version=_VERSION)
+    data = _READER.record(root, _REPLY, path, problems)
     referral_loc: list[str | int] = [_ROOT, _LAHETE_ID]
     if any(item["loc"] == referral_loc for item in problems.items):
         referral: object = None  # already reported (e.g. sent with child elements)

@@ -22,14 +22,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.municipal.envelope import envelope
 from broker.config.settings import Settings
-from broker.domain.deadlines import compute_deadlines
+from broker.domain.deadlines import DEADLINES, compute_deadlines
 from broker.domain.errors import Conflict, HandoffError, InvalidInput, NotFound
 from broker.domain.routing import ALAND_AREA, Classification
 from broker.domain.state_machine import reply_target
 from broker.domain.workdays import helsinki_date
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor, system_actor
-from broker.store.ledger import CaseRow, Ledger, dumps, new_id, utcnow
+from broker.store.ledger import CaseRow, Ledger, new_id, utcnow
 from broker.store.tables import cases, dead_letters, events, outbox, processed
 from broker.transport.protocol import (
     REFERRALS_EXCHANGE,
@@ -198,8 +198,7 @@ class CaseService:
             area=area, municipality_code=referral.client.municipality_code, received_at=now,
             state_changed_at=now, return_count=0, areas_tried=area, escalated="",
             unroutable_reason=reason, referral_json=stored.model_dump_json(),
-            ack_due_at=due.get("acknowledge"), assessment_due_at=due.get("assessment"),
-            decision_due_at=due.get("decision"),
+            **{rule.due_column: due.get(rule.name) for rule in DEADLINES},
         ))
         result = AcceptResult(referral_id, state, area, created=True, reason=reason)
         received = {"referral_id": referral_id, "type_": "received", "at": now, "actor": sender,
@@ -355,13 +354,9 @@ class CaseService:
     @staticmethod
     def _milestones(case: CaseRow, status: ReplyStatus, now: dt.datetime) -> dict[str, Any]:
         values: dict[str, Any] = {}
-        if case.acknowledged_at is None:
-            values["acknowledged_at"] = now  # any reply acknowledges the referral
-        if status in (ReplyStatus.ASSESSMENT_STARTED, ReplyStatus.DECISION_MADE,
-                      ReplyStatus.CLOSED) and case.assessment_started_at is None:
-            values["assessment_started_at"] = now
-        if status in (ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED) and case.decided_at is None:
-            values["decided_at"] = now
+        for rule in DEADLINES:  # any reply acknowledges; later steps meet the later deadlines
+            if status.value in rule.met_by and getattr(case, rule.met_column) is None:
+                values[rule.met_column] = now
         if status is ReplyStatus.CLOSED:
             values["closed_at"] = now
         return values
@@ -689,13 +684,6 @@ class CaseService:
         return {"id": dead_letter_id, "event_id": dl["event_id"], "referral_id": dl["referral_id"],
                 "state": state, "replayed_at": now.isoformat()}
 
-    async def referral_payload(self, referral_id: str) -> tuple[CaseRow, dict[str, Any]] | None:
-        async with self.ledger.engine.connect() as conn:
-            case = await self.ledger.case_by_id(conn, referral_id)
-        if case is None:
-            return None
-        return case, case.referral()
-
 
 def _envelope_type(body: str) -> str | None:
     try:
@@ -711,5 +699,3 @@ def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:
     item["event_id"] = row["event_id"]  # the same id a Kela webhook push carries
     return item
 
-
-_ = dumps

@@ -15,7 +15,6 @@ import typer
 from broker.config.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from broker.security.audit import Actor
     from broker.security.tokens import IssuedToken, TokenStore
 
 T = TypeVar("T")
@@ -91,6 +90,7 @@ def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e
                           "revoked; --no-store prints a [[parties]] entry for the config instead.")] = True,
                  config: ConfigOpt = None) -> None:
     """Create a token and print it once (the ledger keeps only its SHA-256)."""
+    from broker.security.audit import operator_actor
     from broker.security.auth import hash_token, new_token
 
     if role not in ("kela", "intake", "admin"):
@@ -102,7 +102,7 @@ def token_create(party: Annotated[str, typer.Option("--party", help="Party id, e
                                  param_hint="--central-reader")
     if store:
         def create(tokens: TokenStore, now: dt.datetime) -> Awaitable[IssuedToken]:
-            return tokens.create(party, role, area, actor=_cli_actor(), now=now,
+            return tokens.create(party, role, area, actor=operator_actor(), now=now,
                                  expires_in=_days(expires_in_days), central_reader=central_reader)
 
         _issued(_run_tokens(config, create))
@@ -131,9 +131,10 @@ def token_rotate(party: Annotated[str, typer.Option("--party", help="Party id.")
                  config: ConfigOpt = None) -> None:
     """Give a party a new ledger token (same role, area and central-reader mark); its old tokens
     end after the grace."""
+    from broker.security.audit import operator_actor
 
     def rotate(tokens: TokenStore, now: dt.datetime) -> Awaitable[IssuedToken]:
-        return tokens.rotate(party, actor=_cli_actor(), now=now,
+        return tokens.rotate(party, actor=operator_actor(), now=now,
                              grace=dt.timedelta(minutes=grace_minutes),
                              expires_in=_days(expires_in_days))
 
@@ -148,9 +149,10 @@ def token_revoke(token_id: Annotated[str | None, typer.Option("--id", help="Toke
     """Revoke ledger tokens at once: the next request with them is a 401 in every process."""
     if (token_id is None) == (party is None):
         raise typer.BadParameter("give exactly one of --id and --party")
+    from broker.security.audit import operator_actor
 
     def revoke(tokens: TokenStore, now: dt.datetime) -> Awaitable[int]:
-        return tokens.revoke(actor=_cli_actor(), now=now, token_id=token_id, party_id=party)
+        return tokens.revoke(actor=operator_actor(), now=now, token_id=token_id, party_id=party)
 
     count = _run_tokens(config, revoke)
     typer.echo(f"revoked {count} token(s)")
@@ -175,12 +177,6 @@ def token_list(party: Annotated[str | None, typer.Option("--party", help="Only t
 
 def _days(days: float | None) -> dt.timedelta | None:
     return dt.timedelta(days=days) if days is not None else None
-
-
-def _cli_actor() -> Actor:
-    from broker.security.audit import system_actor
-
-    return system_actor("cli")
 
 
 def _issued(issued: IssuedToken) -> None:
@@ -276,12 +272,12 @@ def dead_letters_list(config: ConfigOpt = None,
                       limit: Annotated[int, typer.Option(min=1, max=500)] = 100) -> None:
     """List dead letters not yet replayed: case, reason, attempts."""
 
-    from broker.security.audit import AuditEntry, append_alone, cli_actor
+    from broker.security.audit import AuditEntry, append_alone, operator_actor
     from broker.store.ledger import utcnow
 
     async def job(_settings: Settings, ledger: Any) -> None:
         rows = await ledger.list_dead_letters(0, limit)
-        await append_alone(ledger, cli_actor(),
+        await append_alone(ledger, operator_actor(),
                            [AuditEntry("dead_letter_read", r["referral_id"]) for r in rows], utcnow())
         for r in rows:
             typer.echo(json.dumps({"id": r["id"], "referral_id": r["referral_id"], "area": r["area"],
@@ -297,12 +293,12 @@ def dead_letters_replay(dead_letter_id: int, config: ConfigOpt = None) -> None:
     from broker.cases.service import CaseService
     from broker.domain.errors import HandoffError
     from broker.domain.routing import Classification
-    from broker.security.audit import cli_actor
+    from broker.security.audit import operator_actor
 
     async def job(settings: Settings, ledger: Any) -> None:
         cases = CaseService(ledger, settings, Classification.load())
         try:
-            typer.echo(json.dumps(await cases.replay_dead_letter(dead_letter_id, actor=cli_actor())))
+            typer.echo(json.dumps(await cases.replay_dead_letter(dead_letter_id, actor=operator_actor())))
         except HandoffError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             raise typer.Exit(1) from None
@@ -419,7 +415,7 @@ def purge(
 
     from broker.domain.workdays import helsinki_date
     from broker.jobs import retention
-    from broker.security.audit import Actor
+    from broker.security.audit import operator_actor
 
     settings = load_settings(config)
     cutoff = retention.policy_cutoff(settings.retention.months_after_close)
@@ -450,19 +446,10 @@ def purge(
             typer.echo(f"dry run: {found.count} cases closed before {day}{span} would be purged; "
                        "--apply purges them")
             return
-        done = await retention.purge(ledger, day, Actor(f"cli:{_os_user()}", "operator"))
+        done = await retention.purge(ledger, day, operator_actor())
         typer.echo(f"purged {done} cases closed before {day}{span}")
 
     _run_ledger(config, job)
-
-
-def _os_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no user name in a bare container: still audited, as unknown
-        return "unknown"
 
 
 @rabbit_app.command("definitions")

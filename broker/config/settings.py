@@ -76,10 +76,6 @@ class ServerSettings(_Section):
             raise ValueError("server.tls_client_ca_file needs tls_cert_file and tls_key_file")
         return self
 
-    @property
-    def rate_limited(self) -> bool:
-        return self.rate_limit_per_s > 0 and self.rate_limit_burst > 0
-
 
 class StoreSettings(_Section):
     url: str = "sqlite+aiosqlite:///./var/handoff.db"
@@ -296,17 +292,20 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     _apply_env(data, environ)
-    from broker.domain.routing import Classification
+    if "routes" not in data or "parties" not in data:
+        # Only the laptop defaults need the area list; a configured deployment's settings load
+        # without reading the classification CSV.
+        from broker.domain.routing import Classification
 
-    areas = Classification.load().area_codes
-    if "routes" not in data:
-        # The laptop default: every mainland area's intake polls its inbox; Åland stays unroutable
-        # until someone configures it, as DESIGN § 5 asks.
-        data["routes"] = [{"area": a, "delivery": "pull"} for a in areas if a != "91"]
-    if "parties" not in data:
-        # `parties = []` (or HANDOFF_PARTIES='[]') says so on purpose: ledger tokens only, no demo.
-        data["parties"] = _demo_parties(areas)
-        data["demo_parties"] = True
+        areas = Classification.load().area_codes
+        if "routes" not in data:
+            # The laptop default: every mainland area's intake polls its inbox; Åland stays
+            # unroutable until someone configures it, as DESIGN § 5 asks.
+            data["routes"] = [{"area": a, "delivery": "pull"} for a in areas if a != "91"]
+        if "parties" not in data:
+            # `parties = []` (or HANDOFF_PARTIES='[]') says so on purpose: ledger tokens only.
+            data["parties"] = _demo_parties(areas)
+            data["demo_parties"] = True
     routes = []
     for route in data["routes"]:
         route = dict(route)

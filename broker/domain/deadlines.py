@@ -21,9 +21,11 @@ from schemas.enums import Kind, ReplyStatus, Urgency
 __all__ = [
     "ACKNOWLEDGE",
     "ASSESSMENT",
+    "DEADLINES",
     "DEADLINE_NAMES",
     "DECISION",
     "Deadline",
+    "DeadlineRule",
     "SlaPolicy",
     "compute_deadlines",
     "deadline_met_by",
@@ -32,7 +34,6 @@ __all__ = [
 ACKNOWLEDGE = "acknowledge"
 ASSESSMENT = "assessment"
 DECISION = "decision"
-DEADLINE_NAMES: tuple[str, ...] = (ACKNOWLEDGE, ASSESSMENT, DECISION)
 
 # Kinds whose referral starts a social-welfare service-need assessment (SHL § 36). A reduced basic
 # amount is a notice of a Kela decision, and an application transfer is decided under the Social
@@ -41,14 +42,32 @@ _ASSESSED_KINDS = frozenset({Kind.SUPPORT_NEED, Kind.SUPPORT_NEED_WITHOUT_CONSEN
                              Kind.URGENT_ASSISTANCE})
 _DECIDED_KINDS = frozenset({Kind.APPLICATION_TRANSFER})
 
-_MET_BY_ACKNOWLEDGE = frozenset(status.value for status in ReplyStatus)
-_MET_BY_ASSESSMENT = frozenset(
-    status.value
-    for status in (ReplyStatus.ASSESSMENT_STARTED, ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED)
+
+@dataclass(frozen=True, slots=True)
+class DeadlineRule:
+    """One deadline: its name, the replies that meet it, and the two `cases` columns that keep it.
+
+    `due_column` holds when it is due (fixed at intake) and `met_column` when a reply first met it;
+    the SLA clock, the /metrics gauges, the statistics, the case service and the dashboard all read
+    these from here.
+    """
+
+    name: str
+    due_column: str
+    met_column: str
+    met_by: frozenset[str]
+
+
+DEADLINES: tuple[DeadlineRule, ...] = (
+    DeadlineRule(ACKNOWLEDGE, "ack_due_at", "acknowledged_at",
+                 frozenset(status.value for status in ReplyStatus)),
+    DeadlineRule(ASSESSMENT, "assessment_due_at", "assessment_started_at",
+                 frozenset(status.value for status in (
+                     ReplyStatus.ASSESSMENT_STARTED, ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED))),
+    DeadlineRule(DECISION, "decision_due_at", "decided_at",
+                 frozenset(status.value for status in (ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED))),
 )
-_MET_BY_DECISION = frozenset(
-    status.value for status in (ReplyStatus.DECISION_MADE, ReplyStatus.CLOSED)
-)
+DEADLINE_NAMES: tuple[str, ...] = tuple(rule.name for rule in DEADLINES)
 
 
 class SlaPolicy(BaseModel):
@@ -172,10 +191,7 @@ def deadline_met_by(deadline_name: str) -> frozenset[str]:
     decision: `decision_made`, or `closed`, which ends the case (for instance a withdrawn
     application) and with it the duty to decide under the Social Assistance Act § 14 a.
     """
-    if deadline_name == ACKNOWLEDGE:
-        return _MET_BY_ACKNOWLEDGE
-    if deadline_name == ASSESSMENT:
-        return _MET_BY_ASSESSMENT
-    if deadline_name == DECISION:
-        return _MET_BY_DECISION
+    for rule in DEADLINES:
+        if rule.name == deadline_name:
+            return rule.met_by
     raise ValueError(f"unknown deadline {deadline_name!r}; expected one of {DEADLINE_NAMES}")

@@ -17,6 +17,7 @@ class HandoffError(Exception):
     status = 500
     code = "internal_error"
     headers: Mapping[str, str] = MappingProxyType({})  # extra response headers
+    close_connection = False  # answer with `Connection: close` and drop the connection
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -69,8 +70,12 @@ class UnsupportedMediaType(HandoffError):
 
 
 class RequestTimeout(HandoffError):
+    """The request body did not arrive in time (a slow or stalled client): the rest of it is not
+    waited for, so the connection closes."""
+
     status = 408
     code = "request_timeout"
+    close_connection = True
 
 
 class TooManyRequests(HandoffError):

@@ -9,7 +9,6 @@ import asyncio
 import json
 from typing import Any
 
-import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -42,7 +41,6 @@ from schemas.rules import parse_answer, parse_referral
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
-log = structlog.get_logger("broker.security.audit")
 
 JSON_TYPES = ("application/json",)
 MAX_LIMIT = 500

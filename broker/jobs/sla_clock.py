@@ -21,19 +21,15 @@ from broker.jobs.periodic import run_periodically
 from broker.security import audit
 from broker.security.audit import AuditEntry, system_actor
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import OPEN_STATES, cases, waiting
+from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES, cases, waiting
 from broker.transport.protocol import REFERRALS_EXCHANGE, referral_routing_key
 
+# DEADLINE_COLUMNS stays importable from here until broker.dashboard imports it from
+# broker.store.tables, where it is defined.
 __all__ = ["DEADLINE_COLUMNS", "SlaClock"]
 
 log = structlog.get_logger(__name__)
 
-# deadline name -> (due column, column that records the reply meeting it)
-DEADLINE_COLUMNS = {
-    "acknowledge": (cases.c.ack_due_at, cases.c.acknowledged_at),
-    "assessment": (cases.c.assessment_due_at, cases.c.assessment_started_at),
-    "decision": (cases.c.decision_due_at, cases.c.decided_at),
-}
 _OPEN = OPEN_STATES
 _CLOCK = system_actor("sla_clock")
 

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import cases, outbox, unanswered, waiting
+from broker.store.tables import DEADLINE_COLUMNS, cases, outbox, unanswered, waiting
 from schemas.enums import Kind
 
 __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
@@ -59,12 +59,10 @@ class LedgerGauges(Collector):
                         oldest = oldest.replace(tzinfo=dt.UTC)
                     age = (now - oldest).total_seconds()
                     snap.oldest_unanswered[area or ""] = max(snap.oldest_unanswered.get(area or "", 0), age)
-            for name, due, met in (("acknowledge", cases.c.ack_due_at, "acknowledged_at"),
-                                   ("assessment", cases.c.assessment_due_at, "assessment_started_at"),
-                                   ("decision", cases.c.decision_due_at, "decided_at")):
+            for name, (due, met) in DEADLINE_COLUMNS.items():
                 rows = await conn.execute(
                     sa.select(cases.c.area, sa.func.count())
-                    .where(waiting(met), due < now)
+                    .where(waiting(met.name), due < now)
                     .group_by(cases.c.area))
                 for area, n in rows:
                     snap.overdue[(area or "", name)] = int(n)

@@ -7,7 +7,6 @@ processes relay at once without double publishing: each claims its rows with FOR
 from __future__ import annotations
 
 import asyncio
-import json
 
 import sqlalchemy as sa
 import structlog
@@ -33,7 +32,6 @@ class OutboxRelay:
         self._transport = transport
         self._settings = settings
         self._wake = asyncio.Event()
-        self.published_total = 0
         # Built once: a statement made anew each round is re-hashed into SQLAlchemy's cache key.
         claim = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.exchange, outbox.c.routing_key,
                            outbox.c.body, outbox.c.created_at)
@@ -98,11 +96,4 @@ class OutboxRelay:
             if unexpected and isinstance(unexpected[0], BaseException) and not isinstance(
                     unexpected[0], Exception):
                 raise unexpected[0]
-        self.published_total += len(confirmed)
         return len(confirmed)
-
-
-def envelope_of(body: bytes) -> dict[str, object]:
-    value = json.loads(body)
-    assert isinstance(value, dict)
-    return value

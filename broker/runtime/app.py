@@ -33,7 +33,8 @@ def create_app(settings: Settings, *, transport: Transport | None = None,
     # sits just above it so that it never answers first with a different error shape.
     # Outermost first: headers go on every answer, errors become JSON, then the guards that raise.
     app = web.Application(middlewares=[security_headers_middleware, error_middleware,
-                                       rate_limit_middleware, body_deadline_middleware],
+                                       rate_limit_middleware,
+                                       body_deadline_middleware(settings.server.read_timeout_s)],
                           client_max_size=settings.server.max_body_bytes + 1024)
     app[TRUSTED_PROXIES] = TrustedProxies(settings.server.trusted_proxies)
     app.add_routes(routes)

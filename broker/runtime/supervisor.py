@@ -27,7 +27,6 @@ log = structlog.get_logger(__name__)
 class Supervisor:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self._group: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._main: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()

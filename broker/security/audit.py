@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUDITED_ACTIONS", "CHAINS", "GENESIS", "Actor", "AuditEntry", "BrokenLink", "VerifyReport",
-    "append", "append_alone", "as_actor", "cli_actor", "export", "outcome_of", "record_hash",
+    "append", "append_alone", "as_actor", "export", "operator_actor", "outcome_of", "record_hash",
     "system_actor", "verify",
 ]
 
@@ -77,8 +77,12 @@ def system_actor(component: str, request_id: str | None = None) -> Actor:
     return Actor(f"system:{component}", "system", request_id)
 
 
-def cli_actor() -> Actor:
-    """An operator at the command line, named by the OS account (the CLI has no token)."""
+def operator_actor() -> Actor:
+    """An operator at the command line, named by the OS account (the CLI has no token).
+
+    The one identity of every `handoff` verb that reads or writes case data or access (tokens,
+    dead letters, purge), so an access-request export finds an operator's actions under one name.
+    """
     import getpass
 
     try:

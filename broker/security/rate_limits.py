@@ -95,12 +95,6 @@ class RateLimiter:
         if bucket.tokens < 1:
             raise TooManyRequests(self._retry_after(bucket))
 
-    def charge(self, key: str) -> None:
-        """Spend one token even when that leaves the bucket empty (a request already answered)."""
-        if self.enabled:
-            bucket = self._refilled(key)
-            bucket.tokens = max(0.0, bucket.tokens - 1)
-
 
 LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter", RateLimiter)
 # Cookies that carry a session (registered by the dashboard): such a request is judged like one with

@@ -399,11 +399,6 @@ class Ledger:
             rows = (await conn.execute(query.order_by(updates.c.seq).limit(limit))).mappings().all()
         return [dict(r) for r in rows]
 
-    async def feed_head(self) -> int:
-        async with self.engine.connect() as conn:
-            return int((await conn.execute(sa.select(sa.func.coalesce(sa.func.max(updates.c.seq), 0)))
-                        ).scalar_one())
-
     async def list_dead_letters(self, after: int, limit: int, *, include_replayed: bool = False,
                                 ) -> list[dict[str, Any]]:
         q = sa.select(dead_letters).where(dead_letters.c.id > after)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,17 +17,19 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from broker.domain.deadlines import ACKNOWLEDGE
 from broker.domain.errors import InvalidInput
+from broker.domain.months import month_index, month_text
 from broker.domain.routing import Classification
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import UTCDateTime, cases
+from broker.store.percentiles import percentile_cont
+from broker.store.tables import DEADLINE_COLUMNS, UTCDateTime, cases
 from schemas.enums import Finding, Kind, Need, Outcome, ReferralQuality
 
 __all__ = ["CSV_COLUMNS", "StatsQuery", "compute_statistics", "parse_stats_query", "rows_to_csv"]
 
 MAX_MONTHS = 36
 SMALL = 5  # counts 1..4 are published as null; statistics over fewer than 5 cases are null
-_MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")  # ASCII digits; fullmatch, so no trailing "\n"
 
 KINDS = [k.value for k in Kind]
 NEEDS = [n.value for n in Need]
@@ -47,11 +47,11 @@ class StatsQuery:
 
 
 def _month_index(value: str | None, param: str) -> int:
-    match = _MONTH.fullmatch(value or "")
-    if match is None:
+    index = month_index(value)
+    if index is None:
         raise InvalidInput([{"loc": ["query", param], "msg": "must be a month YYYY-MM",
                              "type": "month_format"}])
-    return int(match.group(1)) * 12 + int(match.group(2)) - 1
+    return index
 
 
 def parse_stats_query(params: dict[str, str], classification: Classification, *,
@@ -74,7 +74,7 @@ def parse_stats_query(params: dict[str, str], classification: Classification, *,
     areas = [area] if area else list(classification.areas)
     if own_area is not None:
         areas = [a for a in areas if a == own_area]
-    months = [f"{i // 12:04d}-{i % 12 + 1:02d}" for i in range(start, end + 1)]
+    months = [month_text(i) for i in range(start, end + 1)]
     return StatsQuery(months, areas, fmt)
 
 
@@ -95,18 +95,14 @@ Cell = tuple[str, str]  # (month, area)
 
 async def _base(conn: AsyncConnection, q: StatsQuery, now: dt.datetime) -> dict[Cell, dict[str, Any]]:
     now_ = sa.literal(now, UTCDateTime())
-    late = sa.or_(
-        cases.c.ack_due_at < sa.func.coalesce(cases.c.acknowledged_at, now_),
-        cases.c.assessment_due_at < sa.func.coalesce(cases.c.assessment_started_at, now_),
-        cases.c.decision_due_at < sa.func.coalesce(cases.c.decided_at, now_),
-    )
+    late = sa.or_(*(due < sa.func.coalesce(met, now_) for due, met in DEADLINE_COLUMNS.values()))
+    ack_due, acknowledged = DEADLINE_COLUMNS[ACKNOWLEDGE]
     rows = await conn.execute(
         sa.select(
             cases.c.received_month, cases.c.area, sa.func.count(),
             _int(cases.c.urgency == "urgent"), _int(cases.c.return_count > 0),
             _int(cases.c.reroute_count > 0), _int(cases.c.state == "unroutable"),
-            _int(sa.and_(cases.c.acknowledged_at.is_not(None),
-                         cases.c.acknowledged_at <= cases.c.ack_due_at)),
+            _int(sa.and_(acknowledged.is_not(None), acknowledged <= ack_due)),
             _int(sa.and_(cases.c.state.not_in(["unroutable", "failed"]), late)),
             sa.func.count(cases.c.feedback_rating), sa.func.avg(cases.c.feedback_rating),
             # One pass over the span: the enumerated breakdowns are conditional sums, not GROUP BYs.
@@ -131,51 +127,13 @@ _MASKS: list[tuple[sa.Column[Any], list[str]]] = [
     (cases.c.needs_mask, NEEDS), (cases.c.findings_mask, FINDINGS)]
 
 
-async def _percentiles(conn: AsyncConnection, ledger: Ledger, q: StatsQuery,
+async def _percentiles(conn: AsyncConnection, q: StatsQuery,
                        ) -> dict[tuple[str, str], tuple[int, float | None, float | None]]:
     """(n, median, p90) of hours to first reply: percentile_cont on both stores."""
-    hours = _hours().label("h")
-    answered = sa.and_(_scope(q), cases.c.first_reply_s.is_not(None))
-    out: dict[tuple[str, str], tuple[int, float | None, float | None]] = {}
-    if ledger.is_postgres:
-        rows = await conn.execute(
-            sa.select(cases.c.received_month, cases.c.area, sa.func.count(),
-                      sa.func.percentile_cont(0.5).within_group(hours),
-                      sa.func.percentile_cont(0.9).within_group(hours))
-            .where(answered).group_by(cases.c.received_month, cases.c.area))
-        for month, area, n, median, p90 in rows:
-            out[(month, area)] = (int(n), float(median), float(p90))
-        return out
-    # SQLite: rank the values inside each group, fetch only the rows that percentile_cont would
-    # interpolate between (at most four per group), and interpolate here.
-    part = (cases.c.received_month, cases.c.area)
-    ranked = sa.select(
-        cases.c.received_month.label("m"), cases.c.area.label("a"), hours,
-        sa.func.row_number().over(partition_by=part, order_by=hours).label("rn"),
-        sa.func.count().over(partition_by=part).label("n"),
-    ).where(answered).subquery()
-    wanted = []
-    for p in (0.5, 0.9):
-        pos = sa.cast(1 + p * (ranked.c.n - 1), sa.Integer)
-        wanted += [ranked.c.rn == pos, ranked.c.rn == pos + 1]
-    rows = await conn.execute(sa.select(ranked.c.m, ranked.c.a, ranked.c.n, ranked.c.rn, ranked.c.h)
-                              .where(sa.or_(*wanted)))
-    values: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)
-    sizes: dict[tuple[str, str], int] = {}
-    for month, area, n, rn, h in rows:
-        values[(month, area)][int(rn)] = float(h)
-        sizes[(month, area)] = int(n)
-    for key, n in sizes.items():
-        out[key] = (n, _interpolate(values[key], n, 0.5), _interpolate(values[key], n, 0.9))
-    return out
-
-
-def _interpolate(by_rank: dict[int, float], n: int, p: float) -> float:
-    pos = 1 + p * (n - 1)
-    lower = int(pos)
-    low = by_rank[lower]
-    high = by_rank.get(lower + 1, low)
-    return low + (pos - lower) * (high - low)
+    found = await percentile_cont(
+        conn, _hours(), fractions=(0.5, 0.9), group_by=(cases.c.received_month, cases.c.area),
+        where=(_scope(q), cases.c.first_reply_s.is_not(None)))
+    return {(month, area): (n, median, p90) for (month, area), (n, (median, p90)) in found.items()}
 
 
 def _suppress(value: int, hidden: list[bool]) -> int | None:
@@ -201,7 +159,7 @@ async def compute_statistics(ledger: Ledger, classification: Classification, q: 
         return []
     async with ledger.engine.connect() as conn:
         base = await _base(conn, q, now)
-        latency = await _percentiles(conn, ledger, q)
+        latency = await _percentiles(conn, q)
     rows = []
     for month in q.months:
         for area in q.areas:

@@ -25,9 +25,11 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
+from broker.domain.deadlines import DEADLINES
+
 __all__ = [
-    "access_tokens", "audit", "audit_heads", "cases", "dashboard_logouts", "dead_letters", "events",
-    "metadata", "outbox", "processed", "service_keys", "updates",
+    "DEADLINE_COLUMNS", "access_tokens", "audit", "audit_heads", "cases", "dashboard_logouts",
+    "dead_letters", "events", "metadata", "outbox", "processed", "service_keys", "updates",
 ]
 
 metadata = MetaData(
@@ -138,17 +140,21 @@ cases = Table(
     Index("ix_cases_month_area_reply", "received_month", "area", "first_reply_s"),
     # Partial indexes over the few cases still waiting: the /metrics gauges, the SLA clock and the
     # dashboard count these, and they stay small however many closed cases the ledger keeps.
-    *(Index(f"ix_cases_open_{name}", "area", due, postgresql_where=waiting(met),
-            sqlite_where=waiting(met))
-      for name, due, met in (("ack", "ack_due_at", "acknowledged_at"),
-                             ("assessment", "assessment_due_at", "assessment_started_at"),
-                             ("decision", "decision_due_at", "decided_at"))),
+    # Named after the due column (ix_cases_open_ack, _assessment, _decision: migration 0001).
+    *(Index(f"ix_cases_open_{rule.due_column.removesuffix('_due_at')}", "area", rule.due_column,
+            postgresql_where=waiting(rule.met_column), sqlite_where=waiting(rule.met_column))
+      for rule in DEADLINES),
     Index("ix_cases_unanswered", "area", "urgency", "delivered_at",
           postgresql_where=unanswered(), sqlite_where=unanswered()),
     # The retention purge's range scan stays as small as the closed, not yet purged cases.
     Index("ix_cases_purgeable", "closed_at", postgresql_where=sa.text(PURGEABLE_SQL),
           sqlite_where=sa.text(PURGEABLE_SQL)),
 )
+
+# deadline name -> (due column, column that records the reply meeting it), from the one deadline
+# map in `broker.domain.deadlines`.
+DEADLINE_COLUMNS: dict[str, tuple[Column[Any], Column[Any]]] = {
+    rule.name: (cases.c[rule.due_column], cases.c[rule.met_column]) for rule in DEADLINES}
 
 events = Table(
     "events", metadata,

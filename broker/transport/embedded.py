@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import structlog
 
+from broker.transport.consumer import ConsumerSession, HandlerPolicy, attempt_of
 from broker.transport.protocol import (
     DEAD_LETTER_EXCHANGE,
     H_ATTEMPT,
     H_DEATH_REASON,
     H_SOURCE_QUEUE,
-    Ack,
     DeadLetter,
     Disposition,
     Handler,
@@ -28,8 +28,6 @@ from broker.transport.protocol import (
     OutboundMessage,
     PublishError,
     Retry,
-    disposition_for_error,
-    log_handler_failure,
     topic_matches,
 )
 from broker.transport.topology import Topology, build_topology
@@ -50,27 +48,6 @@ class _Envelope:
     redelivered: bool = False
 
 
-@dataclass(eq=False)
-class _Session:
-    """One running consume(): close() stops it taking new messages and waits for its handlers."""
-
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    idle: set[asyncio.Task[None]] = field(default_factory=set)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        for task in self.idle:
-            task.cancel()
-
-
-def _attempt_of(headers: Mapping[str, str | int]) -> int:
-    try:
-        return max(1, int(headers.get(H_ATTEMPT, 1)))
-    except ValueError:
-        return 1
-
-
 class EmbeddedTransport:
     name = "embedded"
     durable = False
@@ -80,13 +57,12 @@ class EmbeddedTransport:
         if delivery_limit < 1:
             raise ValueError(f"delivery_limit must be at least 1, got {delivery_limit}")
         self._delivery_limit = delivery_limit
-        self._error_retry_delay_s = error_retry_delay_s
-        self._give_up_after_s = give_up_after_s
+        self._policy = HandlerPolicy(delivery_limit, error_retry_delay_s, give_up_after_s)
         self._areas: set[str] = set()
         self._topology: Topology | None = None
         self._queues: dict[str, asyncio.Queue[_Envelope]] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._sessions: set[_Session] = set()
+        self._sessions: set[ConsumerSession] = set()
         self._closed = False
 
     async def start(self, areas: Sequence[str]) -> None:
@@ -112,7 +88,7 @@ class EmbeddedTransport:
             body=message.body,
             headers=dict(message.headers),
             content_type=message.content_type,
-            attempt=_attempt_of(message.headers),
+            attempt=attempt_of(message.headers),
         )
         for queue in self._route(message.exchange, message.routing_key):
             self._queues[queue].put_nowait(envelope)
@@ -149,7 +125,7 @@ class EmbeddedTransport:
         if self._topology is None or queue not in self._topology.consumable_queues:
             raise ValueError(f"unknown queue {queue!r}")
         source = self._queues[queue]
-        session = _Session()
+        session = ConsumerSession()
         self._sessions.add(session)
         try:
             # One worker per prefetch slot bounds the handlers running at once.
@@ -161,16 +137,11 @@ class EmbeddedTransport:
             session.done.set()
 
     async def _work(
-        self, queue: str, source: asyncio.Queue[_Envelope], handler: Handler, session: _Session
+        self, queue: str, source: asyncio.Queue[_Envelope], handler: Handler,
+        session: ConsumerSession,
     ) -> None:
-        me = asyncio.current_task()
-        assert me is not None
         while not session.stopping.is_set():
-            session.idle.add(me)
-            try:
-                envelope = await source.get()
-            finally:
-                session.idle.discard(me)
+            envelope = await session.take(source)
             try:
                 disposition = await self._handle(queue, envelope, handler)
             except asyncio.CancelledError:
@@ -190,20 +161,7 @@ class EmbeddedTransport:
             attempt=envelope.attempt,
         )
         with structlog.contextvars.bound_contextvars(event_id=envelope.event_id, queue=queue):
-            try:
-                disposition = await handler(message)
-                if not isinstance(disposition, Ack | Retry | DeadLetter):
-                    raise TypeError(f"handler returned {type(disposition).__name__}")
-            except Exception as exc:
-                log_handler_failure(_log, exc, envelope.attempt)
-                return disposition_for_error(
-                    message,
-                    exc,
-                    delivery_limit=self._delivery_limit,
-                    retry_delay_s=self._error_retry_delay_s,
-                    give_up_after_s=self._give_up_after_s,
-                )
-            return disposition
+            return await self._policy.handle(message, handler)
 
     def _apply(self, queue: str, envelope: _Envelope, disposition: Disposition) -> None:
         """Synchronous on purpose: no await between the handler's answer and its effect, so a

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import cast
 
 import aio_pika
@@ -30,13 +29,13 @@ from aio_pika.abc import (
 )
 from pamqp.commands import Basic
 
+from broker.transport.consumer import ConsumerSession, HandlerPolicy, attempt_of
 from broker.transport.protocol import (
     DEAD_LETTER_EXCHANGE,
     DEAD_LETTER_QUEUE,
     H_ATTEMPT,
     H_DEATH_REASON,
     H_SOURCE_QUEUE,
-    Ack,
     DeadLetter,
     Disposition,
     Handler,
@@ -44,8 +43,6 @@ from broker.transport.protocol import (
     OutboundMessage,
     PublishError,
     Retry,
-    disposition_for_error,
-    log_handler_failure,
 )
 from broker.transport.topology import (
     RETRY_EXCHANGE,
@@ -82,33 +79,6 @@ _BROKER_HEADERS = frozenset(
 )
 
 
-@dataclass(eq=False)
-class _Session:
-    """One running consume(): close() stops it taking new messages and waits for its handlers."""
-
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    idle: set[asyncio.Task[None]] = field(default_factory=set)
-    setting_up: asyncio.Task[None] | None = None
-    """The consume() task while it opens its channel, which waits as long as a reconnect takes."""
-    interrupted_setup: bool = False
-
-    def stop(self) -> None:
-        self.stopping.set()
-        if self.setting_up is not None:
-            self.interrupted_setup = True
-            self.setting_up.cancel()
-        for task in self.idle:
-            task.cancel()
-
-
-def _attempt_of(headers: Mapping[str, str | int]) -> int:
-    try:
-        return max(1, int(headers.get(H_ATTEMPT, 1)))
-    except ValueError:
-        return 1
-
-
 def _text(value: object) -> str | None:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
@@ -131,7 +101,7 @@ def _inbound(queue: str, incoming: AbstractIncomingMessage) -> InboundMessage:
             source = _text(deaths[0].get("queue"))
             if source:
                 headers.setdefault(H_SOURCE_QUEUE, source)
-    attempt = _attempt_of(headers)
+    attempt = attempt_of(headers)
     headers[H_ATTEMPT] = attempt
     return InboundMessage(
         event_id=incoming.message_id or "",
@@ -179,8 +149,7 @@ class RabbitMQTransport:
         self._url = url
         self._delivery_limit = delivery_limit
         self._retry_tiers_s = tuple(retry_tiers_s)
-        self._error_retry_delay_s = error_retry_delay_s
-        self._give_up_after_s = give_up_after_s
+        self._policy = HandlerPolicy(delivery_limit, error_retry_delay_s, give_up_after_s)
         self._publish_timeout_s = publish_timeout_s
         self._reconnect_interval_s = reconnect_interval_s
         self._connection_name = connection_name
@@ -191,7 +160,7 @@ class RabbitMQTransport:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._queues: dict[str, AbstractQueue] = {}
         self._bound: set[tuple[str, str, str]] = set()
-        self._sessions: set[_Session] = set()
+        self._sessions: set[ConsumerSession] = set()
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -322,7 +291,7 @@ class RabbitMQTransport:
         connection = self._connection
         me = asyncio.current_task()
         assert me is not None
-        session = _Session(setting_up=me)
+        session = ConsumerSession(setting_up=me)
         self._sessions.add(session)
         channel: AbstractRobustChannel | None = None
         try:
@@ -372,36 +341,14 @@ class RabbitMQTransport:
         queue: str,
         deliveries: asyncio.Queue[AbstractIncomingMessage],
         handler: Handler,
-        session: _Session,
+        session: ConsumerSession,
     ) -> None:
-        me = asyncio.current_task()
-        assert me is not None
         while not session.stopping.is_set():
-            session.idle.add(me)
-            try:
-                incoming = await deliveries.get()
-            finally:
-                session.idle.discard(me)
+            incoming = await session.take(deliveries)
             message = _inbound(queue, incoming)
             with structlog.contextvars.bound_contextvars(event_id=message.event_id, queue=queue):
-                disposition = await self._handle(message, handler)
+                disposition = await self._policy.handle(message, handler)
                 await self._settle(incoming, message, disposition)
-
-    async def _handle(self, message: InboundMessage, handler: Handler) -> Disposition:
-        try:
-            disposition = await handler(message)
-            if not isinstance(disposition, Ack | Retry | DeadLetter):
-                raise TypeError(f"handler returned {type(disposition).__name__}")
-        except Exception as exc:
-            log_handler_failure(_log, exc, message.attempt)
-            return disposition_for_error(
-                message,
-                exc,
-                delivery_limit=self._delivery_limit,
-                retry_delay_s=self._error_retry_delay_s,
-                give_up_after_s=self._give_up_after_s,
-            )
-        return disposition
 
     async def _settle(
         self, incoming: AbstractIncomingMessage, message: InboundMessage, disposition: Disposition

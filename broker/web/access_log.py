@@ -15,7 +15,6 @@ Names cannot be recognised by shape, so the rules keep only values that contain 
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from aiohttp import web
 from aiohttp.web_urldispatcher import UrlMappingMatchInfo
 
+from broker.security import b64url
 from schemas.enums import CaseState
 from schemas.export import SCHEMAS
 from schemas.hetu import contains_identity_code
@@ -56,7 +56,7 @@ def _is_id(value: str) -> bool:
 def _is_cursor(value: str) -> bool:
     """Cursors are opaque base64 of `<kind>:<number>` (broker.web.cursors): keep only real ones."""
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        raw = b64url.decode(value).decode()
     except (ValueError, binascii.Error, UnicodeDecodeError):
         return False
     kind, _, number = raw.partition(":")

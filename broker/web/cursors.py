@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import binascii
 import re
 
 from broker.domain.errors import InvalidInput
+from broker.security import b64url
 
 __all__ = ["MAX_POSITION", "decode_cursor", "encode_cursor", "parse_position"]
 
@@ -26,14 +26,14 @@ def parse_position(text: str) -> int | None:
 
 
 def encode_cursor(kind: str, position: int) -> str:
-    return base64.urlsafe_b64encode(f"{kind}:{position}".encode()).decode().rstrip("=")
+    return b64url.encode(f"{kind}:{position}".encode())
 
 
 def decode_cursor(kind: str, value: str | None, param: str = "after") -> int:
     if value is None or value == "":
         return 0
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        raw = b64url.decode(value).decode()
         prefix, _, number = raw.partition(":")
         position = parse_position(number)
         if prefix != kind or position is None:

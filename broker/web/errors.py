@@ -54,6 +54,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         except HandoffError as exc:
             response = web.json_response({"error": {"code": exc.code, "message": exc.message}},
                                          status=exc.status, headers=exc.headers)
+            if exc.close_connection:
+                response.force_close()
         except web.HTTPException as exc:
             response = web.json_response(
                 {"error": {"code": exc.reason.lower().replace(" ", "_"), "message": exc.reason}},

@@ -1,4 +1,4 @@
-"""Response headers that keep browsers from sniffing, framing, caching or leaking referrers.
+"""Puts the headers of `broker.security.headers` on every response.
 
 They go on every response: API answers carry case data (never to be cached by a browser or a
 proxy), and an HTML page of the service must not be framed. The policy itself is defined once, in

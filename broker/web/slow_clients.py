@@ -13,29 +13,30 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from broker.runtime.services import SERVICES
+from broker.domain.errors import RequestTimeout
 
 __all__ = ["body_deadline_middleware"]
 
 
-@web.middleware
-async def body_deadline_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if not request.body_exists or request.content.is_eof():
-        return await handler(request)
-    timeout = request.app[SERVICES].settings.server.read_timeout_s
-    deadline = asyncio.timeout(timeout)
-    try:
-        async with deadline:
-            # The whole body is in: lift the deadline (called from the protocol, on this loop).
-            request.content.on_eof(lambda: deadline.reschedule(None))
+def body_deadline_middleware(timeout_s: float) -> Middleware:
+    """The middleware for `[server] read_timeout_s`; raises RequestTimeout (408, connection closed),
+    which the error middleware outside it turns into the JSON answer."""
+
+    @web.middleware
+    async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.body_exists or request.content.is_eof():
             return await handler(request)
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-    response = web.json_response(
-        {"error": {"code": "request_timeout",
-                   "message": f"the request body did not arrive within {timeout:g} s"}}, status=408)
-    response.force_close()
-    return response
+        deadline = asyncio.timeout(timeout_s)
+        try:
+            async with deadline:
+                # The whole body is in: lift the deadline (called from the protocol, on this loop).
+                request.content.on_eof(lambda: deadline.reschedule(None))
+                return await handler(request)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s")
+
+    return body_deadline
