@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +24,11 @@ from broker.config.settings import Settings
 from broker.dashboard.i18n import area_name
 from broker.domain.routing import Classification
 from broker.domain.workdays import working_days_between
-from broker.jobs.sla_clock import DEADLINE_COLUMNS
 from broker.store.ledger import Ledger, is_referral_id, utcnow
+from broker.store.percentiles import percentile_cont
 from broker.store.statistics import SMALL as STATS_SMALL
 from broker.store.statistics import StatsQuery, compute_statistics
-from broker.store.tables import OPEN_STATES, cases, dead_letters, events
+from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES, cases, dead_letters, events
 from schemas.enums import Finding, Outcome, ReferralQuality
 
 __all__ = [
@@ -149,55 +148,19 @@ async def _first_reply_percentiles(conn: AsyncConnection, is_postgres: bool, sin
     # guesses a two-sided range to be small and a one-sided one to be a quarter of the table.
     where = (cases.c.received_at >= since, cases.c.received_at < since + 2 * LATENCY_WINDOW,
              cases.c.first_reply_at.is_not(None))
-    out: dict[str, tuple[int, float | None, float | None]] = {}
     if is_postgres:
         hours = sa.cast(sa.extract("epoch", cases.c.first_reply_at - cases.c.received_at),
                         sa.Float) / 3600.0
-        rows = await conn.execute(
-            sa.select(cases.c.area, sa.func.count(),
-                      sa.func.percentile_cont(0.5).within_group(hours),
-                      sa.func.percentile_cont(0.9).within_group(hours))
-            .where(*where).group_by(cases.c.area))
-        for area, n, p50, p90 in rows:
-            if area is not None:
-                out[area] = (int(n), _float(p50), _float(p90))
-        return out
-    hours = (sa.func.julianday(cases.c.first_reply_at) - sa.func.julianday(cases.c.received_at)) * 24.0
+    else:
+        hours = (sa.func.julianday(cases.c.first_reply_at)
+                 - sa.func.julianday(cases.c.received_at)) * 24.0
     # `area || ''` rather than `area`: partitioning by the bare column tempts SQLite into walking
-    # all of ix_cases_area_state (a million entries) to skip a sort of one month's rows. Both
-    # windows share one definition, so the month's latencies are sorted once.
-    recent = (sa.select(cases.c.area.concat("").label("area"), hours.label("h"))
-              .where(*where).subquery("recent"))
-    window: dict[str, Any] = {"partition_by": recent.c.area, "order_by": recent.c.h}
-    ranked = sa.select(
-        recent.c.area, recent.c.h,
-        sa.func.row_number().over(**window).label("rn"),
-        sa.func.count().over(**window, rows=(None, None)).label("n"),
-    ).subquery("ranked")
-    wanted = []
-    for p in (0.5, 0.9):
-        low = sa.cast((ranked.c.n - 1) * p, sa.Integer) + 1  # 1-based rank of floor(p * (n - 1))
-        wanted += [ranked.c.rn == low, ranked.c.rn == low + 1]
-    rows = await conn.execute(sa.select(ranked.c.area, ranked.c.n, ranked.c.rn, ranked.c.h)
-                              .where(sa.or_(*wanted)))
-    ranks: dict[str, tuple[int, dict[int, float]]] = {}
-    for area, n, rn, h in rows:
-        if area is not None:
-            ranks.setdefault(area, (int(n), {}))[1][int(rn)] = float(h)
-    for area, (n, values) in ranks.items():
-        out[area] = (n, _interpolate(values, n, 0.5), _interpolate(values, n, 0.9))
-    return out
+    # all of ix_cases_area_state (a million entries) to skip a sort of one month's rows.
+    area = cases.c.area.concat("") if not is_postgres else cases.c.area
+    found = await percentile_cont(conn, hours, fractions=(0.5, 0.9), group_by=(area,), where=where)
+    return {key[0]: (n, p50, p90) for key, (n, (p50, p90)) in found.items() if key[0] is not None}
 
 
-def _interpolate(values: Mapping[int, float], n: int, p: float) -> float | None:
-    """percentile_cont: linear interpolation between the 1-based ranks around 1 + p * (n - 1)."""
-    pos = (n - 1) * p
-    low = math.floor(pos)
-    a = values.get(low + 1)
-    if a is None:
-        return None
-    b = values.get(low + 2, a)
-    return a + (pos - low) * (b - a)
 
 
 def _float(value: Any) -> float | None:
@@ -385,32 +348,10 @@ async def _monthly_first_reply(ledger: Ledger, query: StatsQuery,
     hours = (cases.c.first_reply_s / 3600.0).label("h")
     where = (cases.c.received_month.in_(query.months), cases.c.area.in_(query.areas),
              cases.c.first_reply_s.is_not(None))
-    found: dict[str, tuple[int, float | None, float | None]] = {}
     async with ledger.engine.connect() as conn:
-        if ledger.is_postgres:
-            for month, n, p50, p90 in await conn.execute(
-                    sa.select(cases.c.received_month, sa.func.count(),
-                              sa.func.percentile_cont(0.5).within_group(hours),
-                              sa.func.percentile_cont(0.9).within_group(hours))
-                    .where(*where).group_by(cases.c.received_month)):
-                found[month] = (int(n), _float(p50), _float(p90))
-        else:
-            window: dict[str, Any] = {"partition_by": cases.c.received_month, "order_by": hours}
-            ranked = sa.select(
-                cases.c.received_month.label("m"), hours,
-                sa.func.row_number().over(**window).label("rn"),
-                sa.func.count().over(**window, rows=(None, None)).label("n"),
-            ).where(*where).subquery("ranked")
-            wanted = []
-            for p in (0.5, 0.9):
-                low = sa.cast((ranked.c.n - 1) * p, sa.Integer) + 1
-                wanted += [ranked.c.rn == low, ranked.c.rn == low + 1]
-            ranks: dict[str, tuple[int, dict[int, float]]] = {}
-            for month, n, rn, h in await conn.execute(
-                    sa.select(ranked.c.m, ranked.c.n, ranked.c.rn, ranked.c.h).where(sa.or_(*wanted))):
-                ranks.setdefault(month, (int(n), {}))[1][int(rn)] = float(h)
-            for month, (n, values) in ranks.items():
-                found[month] = (n, _interpolate(values, n, 0.5), _interpolate(values, n, 0.9))
+        by_month = await percentile_cont(conn, hours, fractions=(0.5, 0.9),
+                                         group_by=(cases.c.received_month,), where=where)
+    found = {key[0]: (n, p50, p90) for key, (n, (p50, p90)) in by_month.items()}
     out: dict[str, dict[str, float | None]] = {}
     for month, (n, p50, p90) in found.items():
         shown = n >= STATS_SMALL

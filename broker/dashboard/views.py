@@ -8,7 +8,6 @@ data is recorded in the audit before the page is sent, as the API does.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import wraps
@@ -34,20 +33,19 @@ from broker.dashboard.sessions import (
 )
 from broker.dashboard.templating import REFRESH_S, page_of, render, url
 from broker.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from broker.domain.months import MONTH, shift_month
 from broker.domain.workdays import HELSINKI
-from broker.jobs.sla_clock import DEADLINE_COLUMNS
 from broker.runtime.services import SERVICES
 from broker.security.auth import PRINCIPAL, hash_token
 from broker.store.ledger import utcnow
 from broker.store.statistics import parse_stats_query
-from broker.store.tables import OPEN_STATES
+from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES
 from broker.web.cursors import parse_position
 from schemas.hetu import contains_identity_code
 
 __all__ = ["case_lookup", "login", "login_form", "logout", "overview", "replay", "statistics_page"]
 
 STATS_DEFAULT_MONTHS = 12
-_MONTH_TEXT = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 _FLASHES = {"replayed": "flash_replayed", "already": "flash_already", "missing": "flash_missing"}
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
@@ -215,11 +213,6 @@ async def logout(request: web.Request) -> web.Response:
     return response
 
 
-def _month_shift(month: str, delta: int) -> str:
-    index = int(month[:4]) * 12 + int(month[5:7]) - 1 + delta
-    return f"{index // 12:04d}-{index % 12 + 1:02d}"
-
-
 @_page
 async def statistics_page(request: web.Request) -> web.Response:
     viewer = await viewer_of(request)
@@ -232,12 +225,12 @@ async def statistics_page(request: web.Request) -> web.Response:
     raw_from = request.query.get("from", "").strip()
     raw_area = request.query.get("area", "").strip()
     end = raw_to or current
-    start = raw_from or _month_shift(end if _MONTH_TEXT.fullmatch(end) else current,
+    start = raw_from or shift_month(end if MONTH.fullmatch(end) else current,
                                      1 - STATS_DEFAULT_MONTHS)
     params = {"from": start, "to": end, **({"area": raw_area} if raw_area else {})}
     # Only well-formed values are echoed back into the form and the language links.
     shown = {k: v for k, v in params.items()
-             if (_MONTH_TEXT.fullmatch(v) if k != "area" else v in svc.classification.areas)}
+             if (MONTH.fullmatch(v) if k != "area" else v in svc.classification.areas)}
     page = page_of(request, "statistics", viewer, csrf, route="dashboard_statistics", query=shown)
     areas = [(code, area_name(svc.classification, code, lang)) for code in svc.classification.areas]
     try:

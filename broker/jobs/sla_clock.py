@@ -24,9 +24,7 @@ from broker.store.ledger import Ledger, utcnow
 from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES, cases, waiting
 from broker.transport.protocol import REFERRALS_EXCHANGE, referral_routing_key
 
-# DEADLINE_COLUMNS stays importable from here until broker.dashboard imports it from
-# broker.store.tables, where it is defined.
-__all__ = ["DEADLINE_COLUMNS", "SlaClock"]
+__all__ = ["SlaClock"]
 
 log = structlog.get_logger(__name__)
 
