@@ -27,7 +27,7 @@ from broker.security.audit import CHAINS
 from broker.security.auth import hash_token
 
 # Fault tests that stop or kill a broker or a database get their own instance (issue 15).
-from tests.private_services import private_postgres, private_rabbitmq  # noqa: F401
+from tests.helpers.private_services import private_postgres, private_rabbitmq  # noqa: F401
 
 PG_DSN_ADMIN = os.environ.get("HANDOFF_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 AMQP_URL = os.environ.get("HANDOFF_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
@@ -182,7 +182,7 @@ def base_settings(store_url: str, transport_url: str = "embedded", *,
         "delivery": {"initial_backoff_s": 0.05, "max_backoff_s": 0.2, "give_up_after_s": 30,
                      "timeout_s": 2, "file_scan_interval_s": 3600},
         "relay": {"poll_interval_s": 0.05},
-        # Tests send hundreds of requests a second with one token; tests/test_http_guards.py turns
+        # Tests send hundreds of requests a second with one token; tests/contract/test_http_guards.py turns
         # the limits on where it tests them.
         "server": {"shutdown_timeout_s": 3, "rate_limit_per_s": 0},
         "parties": parties,

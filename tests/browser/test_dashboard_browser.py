@@ -20,16 +20,16 @@ import pytest
 
 from broker.store.ledger import utcnow
 from tests.conftest import ADMIN_TOKEN, IN_CI, base_settings
-from tests.receiver import Receiver
-from tests.support import reply, wait_state
-from tests.test_dashboard import post_case, set_case
-from tests.test_delivery import webhook_routes
-from tests.test_statistics import seed
+from tests.contract.test_dashboard import post_case, set_case
+from tests.contract.test_delivery import webhook_routes
+from tests.contract.test_statistics import seed
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import reply, wait_state
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 
 
 def _require_browser() -> None:

@@ -26,7 +26,7 @@ from tests.conftest import (
     intake_token,
     services_of,
 )
-from tests.support import (
+from tests.helpers.support import (
     SENT_AT,
     case_events,
     drive_to,
@@ -283,7 +283,7 @@ async def test_intake_inbox_shows_only_its_own_area(make_client, store_url) -> N
 
 async def test_reading_a_case_is_audited(make_client, store_url) -> None:
     """DESIGN § 1: every read of case data is audited: the audit trail names the reader, the case,
-    the request and the outcome (tests/test_audit.py covers every action and the hash chain)."""
+    the request and the outcome (tests/contract/test_audit.py covers every action and the hash chain)."""
     client = await make_client(base_settings(store_url))
     rid = await new_case(client, "AUDIT-1")
     r = await client.get(f"/v1/referrals/{rid}", headers={**auth(intake_token("08")),

@@ -29,7 +29,7 @@ from broker.security.audit import (
 from broker.store.ledger import Ledger, utcnow
 from broker.store.tables import audit, audit_heads, cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
-from tests.support import (
+from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,
     get_case,
     new_case,

@@ -35,7 +35,7 @@ from tests.conftest import (
     intake_token,
     services_of,
 )
-from tests.support import (
+from tests.helpers.support import (
     CHECK_CHARS,
     MUNICIPALITY_OF_AREA,
     SENT_AT,

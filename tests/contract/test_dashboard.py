@@ -16,8 +16,9 @@ from broker.domain.workdays import working_days_between
 from broker.store.ledger import utcnow
 from broker.store.tables import cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
-from tests.receiver import Receiver
-from tests.support import (
+from tests.contract.test_delivery import webhook_routes
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,
     get_case,
     hetu_with,
@@ -26,7 +27,6 @@ from tests.support import (
     reply,
     wait_state,
 )
-from tests.test_delivery import webhook_routes
 
 Client = Any
 
@@ -465,7 +465,7 @@ def shown(value: Any, unit: str = "count") -> str:
 async def seed_statistics(client: Client) -> list[str]:
     """Area 08: six answered and closed cases in 2026-03, three (hidden) in 2026-04. Area 90: five
     in 2026-03. First replies after 10, 11, ... hours."""
-    from tests.test_statistics import seed
+    from tests.contract.test_statistics import seed
 
     ids = await seed(client, 6, month_day=dt.datetime(2026, 3, 10, 9, tzinfo=dt.UTC), close=True,
                      prefix="STATPAGE-A")

@@ -12,8 +12,8 @@ import pytest
 
 from broker.devtools.demo_data import make_referral
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
-from tests.receiver import Receiver
-from tests.test_smoke_flow import wait_state
+from tests.contract.test_smoke_flow import wait_state
+from tests.helpers.receiver import Receiver
 
 SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
 

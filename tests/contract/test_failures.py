@@ -28,9 +28,9 @@ from broker.transport.protocol import (
     disposition_for_error,
 )
 from tests.conftest import ADMIN_TOKEN, auth, base_settings
-from tests.receiver import Receiver
-from tests.support import closed_port, reply, wait_for
-from tests.test_delivery import post, webhook_routes
+from tests.contract.test_delivery import post, webhook_routes
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import closed_port, reply, wait_for
 
 
 def _message(attempt: int = 1, **headers: str | int) -> InboundMessage:

@@ -30,7 +30,7 @@ from adapters.municipal.replies_file import (
 from broker.delivery.file_replies import FileReplyScanner, ScanReport
 from schemas.enums import ReplyStatus
 from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
-from tests.support import (
+from tests.helpers.support import (
     SENT_AT,
     case_events,
     get_case,
@@ -39,7 +39,7 @@ from tests.support import (
     reply_body,
 )
 
-SAMPLES = Path(__file__).parent / "samples" / "kela"
+SAMPLES = Path(__file__).parents[1] / "samples" / "kela"
 TEST_HETU = hetu_with(dt.date(1970, 1, 1), "-", 999)  # 010170-999R
 SECRET_TEXT = "Keksitty salainen viesti Aino Testiselle"
 

@@ -17,9 +17,9 @@ import pytest
 from adapters.kela import NAMESPACE, notices_xsd, parse_notices, render_notice_batch
 from schemas.models import Referral
 from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
-from tests.support import get_case, hetu_with, post_referral, referral_body
+from tests.helpers.support import get_case, hetu_with, post_referral, referral_body
 
-SAMPLES = Path(__file__).parent / "samples" / "kela"
+SAMPLES = Path(__file__).parents[1] / "samples" / "kela"
 VALID = (SAMPLES / "valid_batch.xml").read_bytes()
 WITH_INVALID = (SAMPLES / "batch_with_invalid_notice.xml").read_bytes()
 VALID_REFS = ["KELA-2025-000101", "KELA-2025-000102", "KELA-2025-000103"]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
-from tests.receiver import SECRET, Receiver
-from tests.support import (
+from tests.helpers.receiver import SECRET, Receiver
+from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,
     new_case,
     post_referral,

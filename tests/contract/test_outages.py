@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import IN_CI, KELA_TOKEN, auth, base_settings
-from tests.support import closed_port, hetu_with, referral_body
+from tests.helpers.support import closed_port, hetu_with, referral_body
 
 pytestmark = pytest.mark.slow
 

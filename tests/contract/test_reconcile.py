@@ -20,9 +20,9 @@ from broker.store.tables import outbox
 from broker.transport.embedded import EmbeddedTransport
 from broker.transport.topology import retry_tier_queue
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, services_of
-from tests.receiver import Receiver
-from tests.support import wait_for
-from tests.test_delivery import post, webhook_routes
+from tests.contract.test_delivery import post, webhook_routes
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import wait_for
 
 AFTER_S = 600.0
 

@@ -21,7 +21,7 @@ from tests.conftest import (
     base_settings,
     intake_token,
 )
-from tests.support import (
+from tests.helpers.support import (
     SENT_AT,
     assert_safe_422,
     case_events,
@@ -479,7 +479,7 @@ async def test_answers(make_client, store_url) -> None:
     r = await client.post(url, json=_answer("A-2"), headers=auth(KELA_TOKEN))
     assert r.status == 409  # in_progress again: no second answer without a new question
     r = await client.post(url, json=_answer("A-2"), headers=auth(KELA2_TOKEN))
-    assert r.status == 404  # another Kela party: not its case (tests/test_access.py)
+    assert r.status == 404  # another Kela party: not its case (tests/contract/test_access.py)
     case = await get_case(client, rid)
     assert case["state"] == "in_progress"
     assert [e["answer"]["answer_id"] for e in case_events(case, "answer")] == ["A-1"]

@@ -11,7 +11,7 @@ from broker.devtools.demo_data import make_referral
 from broker.jobs.sla_clock import SlaClock
 from broker.store.tables import cases
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
-from tests.test_smoke_flow import wait_state
+from tests.contract.test_smoke_flow import wait_state
 
 
 async def _referral(client, ref: str, urgency: str = "normal") -> str:

@@ -19,7 +19,7 @@ from tests.conftest import (
     base_settings,
     intake_token,
 )
-from tests.support import (
+from tests.helpers.support import (
     error_locs,
     new_case,
     post_referral,

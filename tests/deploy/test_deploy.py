@@ -40,7 +40,7 @@ from broker.transport.topology import topology_definitions
 from schemas.enums import Kind, Urgency
 from tests.conftest import IN_CI
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 ALERTS_TEST = DEPLOY / "prometheus" / "alerts_test.yml"

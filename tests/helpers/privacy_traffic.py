@@ -31,7 +31,7 @@ import aiohttp
 from broker.delivery.filedrop import write_atomically
 from broker.devtools.demo_data import make_referral, make_test_hetu
 from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, intake_token
-from tests.receiver import Receiver
+from tests.helpers.receiver import Receiver
 
 FIRST_NAMES = ["Aurelija", "Velmiina", "Tuomelias", "Karoliska", "Jermuli", "Hennariina",
                "Oskarius", "Vilmetta", "Sulevias", "Pirjetta", "Onnirami", "Lumikerttu"]
@@ -436,7 +436,7 @@ class Traffic:
     # --- faults -------------------------------------------------------------------------------------
 
     async def under_storm(self, round_: int) -> None:
-        """One round while the store's backends are being terminated (tests.processes.backend_storm):
+        """One round while the store's backends are being terminated (tests.helpers.processes.backend_storm):
         new referrals, and replies naming a worker, with any answer (a 500 is expected)."""
         async def one(i: int) -> None:
             body = self.referral(2000 + round_ * 6 + i, prefix="STORM")

@@ -404,7 +404,7 @@ class PrivatePostgres:
         if proc.returncode != 0:
             raise RuntimeError(f"initdb failed: {out.decode(errors='replace')[-2000:]}")
         with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(f"\n# tests/private_services.py\nport = {self.port}\n"
+            conf.write(f"\n# tests/helpers/private_services.py\nport = {self.port}\n"
                        "listen_addresses = '127.0.0.1'\n"
                        f"unix_socket_directories = '{self.dir}'\n"
                        "max_connections = 50\nshared_buffers = 32MB\n")

@@ -23,7 +23,7 @@ import pytest
 
 from broker.security.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, PG_DSN_ADMIN, missing_service
-from tests.receiver import SECRET, Receiver
+from tests.helpers.receiver import SECRET, Receiver
 
 SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
 # The production pair: the shared fixtures, pinned to their PostgreSQL and RabbitMQ parameters
@@ -66,7 +66,7 @@ def write_config(path: Path, *, port: int, store_url: str, transport_url: str, h
 host = "127.0.0.1"
 port = {port}
 shutdown_timeout_s = 3
-rate_limit_per_s = 0  # test traffic, not a partner: tests/test_http_guards.py covers the limits
+rate_limit_per_s = 0  # test traffic, not a partner: tests/contract/test_http_guards.py covers the limits
 
 [store]
 url = "{store_url}"
@@ -231,7 +231,7 @@ async def case_events(base: str, referral_id: str) -> dict[str, Any]:
 
 
 # --- RabbitMQ, read-only here (the shared broker's vhost; a test that stops or kills a broker uses
-# its own, tests/private_services.py) -----------------------------------------------------------
+# its own, tests/helpers/private_services.py) -----------------------------------------------------------
 
 
 def rabbitmqctl_path() -> str:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import ServiceProcess, case_events, free_port, send_referrals, write_config
-from tests.receiver import Receiver
+from tests.helpers.processes import ServiceProcess, case_events, free_port, send_referrals, write_config
+from tests.helpers.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 

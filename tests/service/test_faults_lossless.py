@@ -1,7 +1,7 @@
 """Nothing accepted is ever lost (issue 15): the faults that used to lose referrals or fail them.
 
 Each test runs the real `handoff run` as a subprocess against real servers. A fault that stops or
-kills a server uses the test's own instance (`tests/private_services.py`), never the machine's:
+kills a server uses the test's own instance (`tests/helpers/private_services.py`), never the machine's:
 
 - RabbitMQ stopped, or SIGKILLed, while messages wait in the retry tiers (webhook failing), on the
   default retry configuration and on short backoffs. Before at-least-once dead-lettering, the tier
@@ -26,8 +26,8 @@ import aiohttp
 import pytest
 
 from tests.conftest import KELA_TOKEN
-from tests.private_services import PrivatePostgres, PrivateRabbitMQ
-from tests.processes import (
+from tests.helpers.private_services import PrivatePostgres, PrivateRabbitMQ
+from tests.helpers.processes import (
     LedgerAudit,
     ServiceProcess,
     assert_delivered_once,
@@ -39,8 +39,8 @@ from tests.processes import (
     vhost_of,
     wait_quiet,
 )
-from tests.receiver import Receiver
-from tests.support import referral_body
+from tests.helpers.receiver import Receiver
+from tests.helpers.support import referral_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rabbitmq]
 

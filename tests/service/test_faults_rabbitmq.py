@@ -23,8 +23,8 @@ import aiohttp
 import pytest
 
 from broker.store.ledger import Ledger, utcnow
-from tests.private_services import PrivateRabbitMQ
-from tests.processes import (
+from tests.helpers.private_services import PrivateRabbitMQ
+from tests.helpers.processes import (
     LedgerAudit,
     assert_delivered_once,
     delivered_count,
@@ -37,7 +37,7 @@ from tests.processes import (
     vhost_of,
     wait_quiet,
 )
-from tests.receiver import Receiver
+from tests.helpers.receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rabbitmq]
 
@@ -46,7 +46,7 @@ REFERRALS = 300
 FAULT_AT = 100  # inject the fault once this many referrals have been accepted
 
 
-# --- RabbitMQ observation (the shared helpers are in tests/processes.py) -------------------------
+# --- RabbitMQ observation (the shared helpers are in tests/helpers/processes.py) -------------------------
 
 
 async def _connection_pids(vhost: str) -> set[str]:

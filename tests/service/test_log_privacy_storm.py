@@ -29,9 +29,9 @@ from broker.observability.logs import configure_logging
 from broker.store.ledger import Ledger
 from schemas.hetu import contains_identity_code
 from tests.conftest import KELA_TOKEN, PG_DSN_ADMIN, auth, base_settings, intake_token
-from tests.identity_scan import IdentityScanner
-from tests.processes import backend_storm
-from tests.support import hetu_with, referral_body, reply_body
+from tests.helpers.identity_scan import IdentityScanner
+from tests.helpers.processes import backend_storm
+from tests.helpers.support import hetu_with, referral_body, reply_body
 
 HIDDEN = "[SQL parameters hidden due to hide_parameters=True]"
 # Invented people; test identity codes (individual number 900-999).

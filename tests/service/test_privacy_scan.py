@@ -5,7 +5,7 @@ Issue 15 adds faults to the traffic: an oversize request line and header holding
 statements, never their parameters).
 
 `handoff run` runs as a subprocess on the production pair (PostgreSQL + RabbitMQ) with JSON logs at
-debug level. Bounded traffic (tests/privacy_traffic.py) goes through every path; then every log line,
+debug level. Bounded traffic (tests/helpers/privacy_traffic.py) goes through every path; then every log line,
 every metric line, every URL of the access log and every audit row is scanned for every identity code
 and name that was sent, and for anything shaped like an identity code.
 """
@@ -22,10 +22,10 @@ import pytest
 
 from broker.security.auth import hash_token
 from tests.conftest import ADMIN_TOKEN, auth, base_settings, intake_token
-from tests.identity_scan import IdentityScanner
-from tests.privacy_traffic import KINDS, REPLY_STATUSES, Traffic
-from tests.processes import ServiceProcess, backend_storm, free_port, webhook_route, write_config
-from tests.receiver import Receiver
+from tests.helpers.identity_scan import IdentityScanner
+from tests.helpers.privacy_traffic import KINDS, REPLY_STATUSES, Traffic
+from tests.helpers.processes import ServiceProcess, backend_storm, free_port, webhook_route, write_config
+from tests.helpers.receiver import Receiver
 
 REFERRALS = 60
 HIDDEN = "[SQL parameters hidden due to hide_parameters=True]"

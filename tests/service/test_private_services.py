@@ -1,4 +1,4 @@
-"""The private instances of tests/private_services.py keep what they promised across a graceful
+"""The private instances of tests/helpers/private_services.py keep what they promised across a graceful
 restart and a kill -9 (a persistent message in a durable quorum queue, confirmed by the broker; a
 committed row), and a frozen PostgreSQL really hangs its clients. Each test breaks only its own
 instance, never the machine's shared RabbitMQ or PostgreSQL."""
@@ -9,7 +9,7 @@ import aio_pika
 import asyncpg
 import pytest
 
-from tests.private_services import PrivatePostgres, PrivateRabbitMQ
+from tests.helpers.private_services import PrivatePostgres, PrivateRabbitMQ
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import (
+from tests.helpers.processes import (
     LedgerAudit,
     ServiceProcess,
     assert_delivered_once,
@@ -39,7 +39,7 @@ from tests.processes import (
     vhost_of,
     wait_quiet,
 )
-from tests.receiver import Receiver
+from tests.helpers.receiver import Receiver
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.rabbitmq]
 

@@ -6,7 +6,7 @@ echoes an identity code that was sent, and the service stays healthy (ready, and
 still accepted and delivered).
 
 Profiles: "ci" (the default; ~50 examples per test) and "fuzz" (`make fuzz`, i.e.
-`HYPOTHESIS_PROFILE=fuzz pytest -q tests/test_fuzz.py`; 5000 per test, 1000 for the two that
+`HYPOTHESIS_PROFILE=fuzz pytest -q tests/unit/test_fuzz.py`; 5000 per test, 1000 for the two that
 create a case per example; a few minutes). The profile is
 applied to this module's tests only, so loading it does not change other modules' hypothesis
 defaults. One app serves every example of the module (an app per example would measure start-up).
@@ -46,7 +46,7 @@ from tests.conftest import (
     intake_token,
     services_of,
 )
-from tests.support import MUNICIPALITY_OF_AREA, referral_body, reply_body
+from tests.helpers.support import MUNICIPALITY_OF_AREA, referral_body, reply_body
 
 settings.register_profile("ci", max_examples=50, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -58,7 +58,7 @@ PROFILE = settings(settings.get_profile(PROFILE_NAME))
 # so that `make fuzz` stays within a few minutes.
 PER_CASE = settings(PROFILE, max_examples=min(PROFILE.max_examples, 1000))
 
-SAMPLES = Path(__file__).parent / "samples" / "kela"
+SAMPLES = Path(__file__).parents[1] / "samples" / "kela"
 SAMPLE_XML = (SAMPLES / "valid_batch.xml").read_text("utf-8")
 SAMPLE_HETUS = re.findall(r"<Henkilotunnus>([^<]+)</Henkilotunnus>", SAMPLE_XML)
 HETU_SHAPE = re.compile(r"\d{6}[-+A-FU-Y]\d{3}[0-9A-Y]")

@@ -39,8 +39,8 @@ from schemas import Kind, Referral, Urgency
 from schemas.enums import ConsentMethod, Need
 from schemas.models import Attachment, Client, Consent, KelaInfo
 
-SAMPLES = Path(__file__).parent / "samples" / "kela"
-XSD = Path(__file__).parent.parent / "schemas" / "kela-notices.xsd"
+SAMPLES = Path(__file__).parents[1] / "samples" / "kela"
+XSD = Path(__file__).parents[2] / "schemas" / "kela-notices.xsd"
 
 HETU = "010170-999R"
 BAD_HETU = "010170-999S"
