@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from broker.store.ledger import utcnow
-from tests.conftest import ADMIN_TOKEN, IN_CI, base_settings
-from tests.contract.test_dashboard import post_case, set_case
-from tests.contract.test_delivery import webhook_routes
-from tests.contract.test_statistics import seed
-from tests.helpers.receiver import Receiver
+from tests.helpers.app import ADMIN_TOKEN, IN_CI, base_settings
+from tests.helpers.dashboard import post_case, set_case
+from tests.helpers.receiver import Receiver, webhook_routes
+from tests.helpers.seeding import seed
 from tests.helpers.support import reply, wait_state
 
 CHROMIUM = Path("/usr/bin/chromium")

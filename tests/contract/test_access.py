@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from broker.domain.workdays import helsinki_date
 from broker.store.tables import audit
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
     KELA_CENTRAL_TOKEN,

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import broker.security.audit
 from broker.cli import app as cli_app
+from broker.devtools.harness import wait_for
 from broker.security.audit import (
     AUDITED_ACTIONS,
     CHAINS,
@@ -28,7 +29,7 @@ from broker.security.audit import (
 )
 from broker.store.ledger import Ledger, utcnow
 from broker.store.tables import audit, audit_heads, cases
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
 from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,
     get_case,
@@ -278,15 +279,10 @@ async def _live_writers(client: Any, rid: str, tasks: int = 3) -> AsyncIterator[
         tg.create_task(reader())
         try:
             # The writers are under way before the first verify starts.
-            await asyncio.wait_for(_until(lambda: written[0] >= 20), timeout=30)
+            await wait_for(lambda: written[0] >= 20, 30, "the first records written")
             yield written
         finally:
             stop.set()
-
-
-async def _until(condition: Any) -> None:
-    while not condition():
-        await asyncio.sleep(0.01)
 
 
 async def test_verify_passes_while_records_are_written(make_client, store_url: str) -> None:

@@ -26,7 +26,7 @@ import yarl
 from structlog.testing import capture_logs
 
 from broker.store.tables import cases as cases_table
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
     KELA_TOKEN,

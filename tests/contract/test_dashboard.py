@@ -10,20 +10,16 @@ import re
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from broker.domain.workdays import working_days_between
 from broker.store.ledger import utcnow
-from broker.store.tables import cases
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
-from tests.contract.test_delivery import webhook_routes
-from tests.helpers.receiver import Receiver
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
+from tests.helpers.dashboard import csrf_of, login, page_text, post_case, set_case
+from tests.helpers.receiver import Receiver, webhook_routes
+from tests.helpers.seeding import seed
 from tests.helpers.support import (
-    MUNICIPALITY_OF_AREA,
     get_case,
     hetu_with,
-    post_referral,
-    referral_body,
     reply,
     wait_state,
 )
@@ -51,43 +47,6 @@ def area_row(page: str, area: str) -> dict[str, str] | None:
     cells["class"] = m.group(1)
     cells["html"] = m.group(2)
     return cells
-
-
-def csrf_of(page: str) -> str:
-    m = re.search(r'name="csrf" value="([^"]+)"', page)
-    assert m, "no CSRF field on the page"
-    return html.unescape(m.group(1))
-
-
-async def login(client: Client, token: str = ADMIN_TOKEN, **headers: str) -> Any:
-    """The login form flow; returns the POST's response (303 with the session cookie on success)."""
-    page = await (await client.get("/dashboard/login")).text()
-    return await client.post("/dashboard/login", data={"csrf": csrf_of(page), "token": token},
-                             headers=headers, allow_redirects=False)
-
-
-async def page_text(client: Client, path: str, status: int = 200, **kwargs: Any) -> str:
-    r = await client.get(path, allow_redirects=False, **kwargs)
-    text = await r.text()
-    assert r.status == status, (path, r.status, text[:500])
-    return text
-
-
-async def post_case(client: Client, ref: str, area: str, *, kind: str = "support_need",
-                    personal: dict[str, str] | None = None) -> str:
-    body = referral_body(ref, municipality_code=MUNICIPALITY_OF_AREA[area], kind=kind)
-    if personal:
-        body["client"].update({k: v for k, v in personal.items() if k != "description"})
-        body["description"] = personal.get("description", body["description"])
-    status, out = await post_referral(client, body)
-    assert status == 202, out
-    return str(out["referral_id"])
-
-
-async def set_case(client: Client, rid: str, **values: Any) -> None:
-    """Move a case's stored times directly in the ledger (deadlines and latencies in the past)."""
-    async with services_of(client).ledger.engine.begin() as conn:
-        await conn.execute(sa.update(cases).where(cases.c.referral_id == rid).values(**values))
 
 
 async def traffic(client: Client) -> dict[str, Any]:
@@ -465,7 +424,6 @@ def shown(value: Any, unit: str = "count") -> str:
 async def seed_statistics(client: Client) -> list[str]:
     """Area 08: six answered and closed cases in 2026-03, three (hidden) in 2026-04. Area 90: five
     in 2026-03. First replies after 10, 11, ... hours."""
-    from tests.contract.test_statistics import seed
 
     ids = await seed(client, 6, month_day=dt.datetime(2026, 3, 10, 9, tzinfo=dt.UTC), close=True,
                      prefix="STATPAGE-A")

@@ -7,7 +7,6 @@ towards the poison-message limit, and a case a receiver acknowledged must never 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
@@ -27,10 +26,9 @@ from broker.transport.protocol import (
     Retry,
     disposition_for_error,
 )
-from tests.conftest import ADMIN_TOKEN, auth, base_settings
-from tests.contract.test_delivery import post, webhook_routes
-from tests.helpers.receiver import Receiver
-from tests.helpers.support import closed_port, reply, wait_for
+from tests.helpers.app import ADMIN_TOKEN, auth, base_settings
+from tests.helpers.receiver import Receiver, webhook_routes
+from tests.helpers.support import closed_port, post, reply, wait_for
 
 
 def _message(attempt: int = 1, **headers: str | int) -> InboundMessage:
@@ -126,11 +124,11 @@ async def test_one_delivered_event_whichever_channel_proves_it_first(make_client
         client = await make_client(base_settings(store_url, transport_url,
                                                  routes=webhook_routes(receiver.url)))
         rid = await post(client, "F-ONE-DELIVERED")
-        await wait_for(lambda: asyncio.sleep(0, receiver.requests >= 1), what="a failed attempt")
+        await wait_for(lambda: receiver.requests >= 1, what="a failed attempt")
         status, _ = await reply(client, rid, "received")
         assert status == 202
         failing = False
-        await wait_for(lambda: asyncio.sleep(0, bool(receiver.by_event)), timeout=15,
+        await wait_for(lambda: bool(receiver.by_event), timeout=15,
                        what="the webhook's 2xx")
         await wait_for(lambda: _settled(client, rid), timeout=10, what="the webhook's record")
         case = await _case(client, rid)
@@ -149,7 +147,7 @@ async def _case(client: Any, rid: str) -> dict[str, Any]:
 async def _settled(client: Any, rid: str) -> bool:
     """The worker recorded its delivery: the outbox row is settled for the intake consumer."""
     from broker.store.tables import outbox, processed
-    from tests.conftest import services_of
+    from tests.helpers.app import services_of
 
     ledger = services_of(client).ledger
     async with ledger.engine.connect() as conn:

@@ -28,8 +28,9 @@ from adapters.municipal.replies_file import (
     reply_xml_loc,
 )
 from broker.delivery.file_replies import FileReplyScanner, ScanReport
+from broker.devtools.harness import wait_for
 from schemas.enums import ReplyStatus
-from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import KELA_TOKEN, auth, base_settings, services_of
 from tests.helpers.support import (
     SENT_AT,
     case_events,
@@ -561,10 +562,9 @@ async def test_run_loop_keeps_scanning_after_a_failed_scan(env: Env,
     drop(env.replies(), "run.json", json_reply(rid, "received", "R-run"))
     task = asyncio.ensure_future(scanner.run())
     try:
-        async def acknowledged() -> None:
-            while (await get_case(env.client, rid))["state"] != "acknowledged":
-                await asyncio.sleep(0.01)
-        await asyncio.wait_for(acknowledged(), 10)
+        async def acknowledged() -> bool:
+            return (await get_case(env.client, rid))["state"] == "acknowledged"
+        await wait_for(acknowledged, 10, "the reply applied after a failed scan")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

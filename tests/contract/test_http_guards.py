@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from broker.config.settings import load_settings
-from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.helpers.support import hetu_with, new_case, post_referral, referral_body
 
 LIMITED = {"server": {"rate_limit_per_s": 0.5, "rate_limit_burst": 3}}
@@ -105,7 +105,7 @@ async def test_bad_tokens_from_one_address_do_not_lock_out_valid_parties(make_cl
 
 async def test_a_dashboard_session_is_charged_to_its_party_not_its_address(make_client,
                                                                              store_url) -> None:
-    from tests.contract.test_dashboard import login, page_text
+    from tests.helpers.dashboard import login, page_text
 
     client, _clock = await limited_client(make_client, store_url)
     assert (await login(client)).status == 303

@@ -16,7 +16,7 @@ import pytest
 
 from adapters.kela import NAMESPACE, notices_xsd, parse_notices, render_notice_batch
 from schemas.models import Referral
-from tests.conftest import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
+from tests.helpers.app import ADMIN_TOKEN, KELA2_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 from tests.helpers.support import get_case, hetu_with, post_referral, referral_body
 
 SAMPLES = Path(__file__).parents[1] / "samples" / "kela"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.helpers.receiver import SECRET, Receiver
 from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI, KELA_TOKEN, auth, base_settings
+from tests.helpers.app import IN_CI, KELA_TOKEN, auth, base_settings
 from tests.helpers.support import closed_port, hetu_with, referral_body
 
 pytestmark = pytest.mark.slow

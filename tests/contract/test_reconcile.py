@@ -19,10 +19,9 @@ from broker.store.ledger import utcnow
 from broker.store.tables import outbox
 from broker.transport.embedded import EmbeddedTransport
 from broker.transport.topology import retry_tier_queue
-from tests.conftest import ADMIN_TOKEN, auth, base_settings, services_of
-from tests.contract.test_delivery import post, webhook_routes
-from tests.helpers.receiver import Receiver
-from tests.helpers.support import wait_for
+from tests.helpers.app import ADMIN_TOKEN, auth, base_settings, services_of
+from tests.helpers.receiver import Receiver, webhook_routes
+from tests.helpers.support import post, wait_for
 
 AFTER_S = 600.0
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
     KELA_TOKEN,

@@ -19,7 +19,7 @@ from broker.jobs import retention
 from broker.security.audit import system_actor, verify
 from broker.store.ledger import Ledger, new_id
 from broker.store.tables import audit, cases, metadata, outbox
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
 from tests.helpers.support import (
     MUNICIPALITY_OF_AREA,
     case_events,

@@ -1,22 +1,10 @@
 from __future__ import annotations
 
-import asyncio
 import random
-from typing import Any
 
 from broker.devtools.demo_data import make_referral
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
-
-
-async def wait_state(client: Any, rid: str, state: str, timeout: float = 10) -> dict[str, Any]:
-    async def poll() -> dict[str, Any]:
-        while True:
-            r = await client.get(f"/v1/referrals/{rid}", headers=auth(ADMIN_TOKEN))
-            body: dict[str, Any] = await r.json()
-            if body["state"] == state:
-                return body
-            await asyncio.sleep(0.02)
-    return await asyncio.wait_for(poll(), timeout)
+from tests.helpers.app import KELA_TOKEN, auth, base_settings, intake_token
+from tests.helpers.support import wait_state
 
 
 async def test_referral_to_reply_roundtrip(make_client, store_url, transport_url) -> None:

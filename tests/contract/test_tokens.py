@@ -19,7 +19,7 @@ from broker.security.audit import system_actor
 from broker.security.auth import hash_token
 from broker.security.tokens import TokenStore
 from broker.store.ledger import Ledger
-from tests.conftest import ADMIN_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import ADMIN_TOKEN, auth, base_settings, services_of
 
 ACTOR = system_actor("test")
 T0 = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
@@ -198,7 +198,7 @@ def test_an_explicitly_empty_party_list_means_ledger_tokens_only(tmp_path: Path)
 
 async def test_dashboard_session_lives_and_dies_with_its_ledger_token(make_client, store_url) -> None:
     """A ledger admin token opens the dashboard; revoking it ends the session at the next page."""
-    from tests.contract.test_dashboard import login, page_text
+    from tests.helpers.dashboard import login, page_text
 
     client = await make_client(base_settings(store_url))
     issued = await store_of(client).create("admin-ledger", "admin", None, actor=ACTOR,

@@ -10,7 +10,7 @@ import asyncio
 import re
 from typing import Any
 
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_TOKEN,
     KELA2_TOKEN,
     KELA_CENTRAL_TOKEN,

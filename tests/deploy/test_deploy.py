@@ -38,7 +38,7 @@ from broker.domain.workdays import is_working_day
 from broker.observability.metrics import Metrics
 from broker.transport.topology import topology_definitions
 from schemas.enums import Kind, Urgency
-from tests.conftest import IN_CI
+from tests.helpers.app import IN_CI
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

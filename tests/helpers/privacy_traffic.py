@@ -30,7 +30,8 @@ import aiohttp
 
 from broker.delivery.filedrop import write_atomically
 from broker.devtools.demo_data import make_referral, make_test_hetu
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, intake_token
+from broker.devtools.harness import wait_for
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, intake_token
 from tests.helpers.receiver import Receiver
 
 FIRST_NAMES = ["Aurelija", "Velmiina", "Tuomelias", "Karoliska", "Jermuli", "Hennariina",
@@ -126,12 +127,7 @@ class Traffic:
         return body
 
     async def wait_for(self, what: str, check: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not await check():
-            if loop.time() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            await asyncio.sleep(0.1)
+        await wait_for(check, timeout, what, interval=0.1)
 
     async def wait_state(self, rid: str, states: set[str], area: str | None = None) -> dict[str, Any]:
         seen: dict[str, Any] = {}

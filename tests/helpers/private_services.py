@@ -55,15 +55,17 @@ import pwd
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
+
+from broker.devtools.harness import ConditionTimeout, free_port, port_open, wait_for
+from tests.helpers.app import missing_service
 
 __all__ = ["PrivatePostgres", "PrivateRabbitMQ", "postgres_bin_dir", "private_postgres", "private_rabbitmq",
            "rabbitmq_bin_dir"]
@@ -74,21 +76,8 @@ _PG_DIRS = [Path("/usr/lib/postgresql/15/bin"), *sorted(Path("/usr/lib/postgresq
 _PG_STOP_SIGNALS = {"smart": signal.SIGTERM, "fast": signal.SIGINT, "immediate": signal.SIGQUIT}
 
 
-def _free_port(avoid: Collection[int] = ()) -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in avoid:
-            return port
-
-
 def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
+    return port_open("127.0.0.1", port, timeout=0.5)
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -129,20 +118,18 @@ def _signal_all(pids: list[int], sig: signal.Signals) -> None:
 
 
 async def _wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.05)
+    try:
+        await wait_for(lambda: proc.poll() is not None, timeout, "the exit", interval=0.05)
+    except ConditionTimeout:
+        return False
     return True
 
 
 async def _wait_gone(pids: list[int], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} survived SIGKILL: {[p for p in pids if _alive(p)]}")
-        await asyncio.sleep(0.05)
+    try:
+        await wait_for(lambda: not any(_alive(p) for p in pids), timeout, f"{what} gone", interval=0.05)
+    except ConditionTimeout:
+        raise RuntimeError(f"{what} survived SIGKILL: {[p for p in pids if _alive(p)]}") from None
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -178,8 +165,8 @@ class PrivateRabbitMQ:
         self.bin_dir = found
         self.dir = Path(tempfile.mkdtemp(prefix="handoff-rabbit-", dir=base_dir))
         self.node = f"handoff-{secrets.token_hex(4)}@localhost"
-        self.port = _free_port()
-        self.dist_port = _free_port({self.port})
+        self.port = free_port()
+        self.dist_port = free_port({self.port})
         self.start_seconds: list[float] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._write_files()
@@ -269,23 +256,27 @@ class PrivateRabbitMQ:
                                           cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log,
                                           stderr=subprocess.STDOUT, start_new_session=True)
         deadline = started + timeout
-        while True:
+
+        async def booted() -> bool:
             if not self.running:
                 raise RuntimeError(f"RabbitMQ node {self.node} exited at start:\n{_tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                await self.kill9()
-                raise TimeoutError(f"RabbitMQ node {self.node} did not start in {timeout} s:\n"
-                                   f"{_tail(self.log_path)}")
             # The AMQP listener comes near the end of the boot: the CLI's own Erlang VM is not
             # started before, where it would take CPU from the booting node.
-            if _port_open(self.port):
-                try:
-                    await self.rabbitmqctl("await_startup", "--timeout",
-                                           str(max(1, int(deadline - time.monotonic()))))
-                    break
-                except RuntimeError:
-                    pass  # still booting
-            await asyncio.sleep(0.2)
+            if not _port_open(self.port):
+                return False
+            try:
+                await self.rabbitmqctl("await_startup", "--timeout",
+                                       str(max(1, int(deadline - time.monotonic()))))
+            except RuntimeError:
+                return False  # still booting
+            return True
+
+        try:
+            await wait_for(booted, timeout, f"RabbitMQ node {self.node} to start", interval=0.2)
+        except ConditionTimeout:
+            await self.kill9()
+            raise TimeoutError(f"RabbitMQ node {self.node} did not start in {timeout} s:\n"
+                               f"{_tail(self.log_path)}") from None
         self.start_seconds.append(time.monotonic() - started)
         return self
 
@@ -364,7 +355,7 @@ class PrivatePostgres:
         if self._user is not None:
             shutil.chown(self.dir, self._user, self._user)
         self.data = self.dir / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.start_seconds: list[float] = []
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -430,14 +421,17 @@ class PrivatePostgres:
                 cwd=self.dir, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, user=self._user, group=self._user,
                 extra_groups=[] if self._user else None)
-        deadline = started + timeout
-        while not (self._status() == "ready" and _port_open(self.port)):
+
+        def accepting() -> bool:
             if not self.running:
                 raise RuntimeError(f"postgres exited at start:\n{_tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                await self.kill9()
-                raise TimeoutError(f"postgres did not start in {timeout} s:\n{_tail(self.log_path)}")
-            await asyncio.sleep(0.05)
+            return self._status() == "ready" and _port_open(self.port)
+
+        try:
+            await wait_for(accepting, timeout, "postgres to start", interval=0.05)
+        except ConditionTimeout:
+            await self.kill9()
+            raise TimeoutError(f"postgres did not start in {timeout} s:\n{_tail(self.log_path)}") from None
         self.start_seconds.append(time.monotonic() - started)
         return self
 
@@ -495,8 +489,6 @@ class PrivatePostgres:
 
 
 def _missing(what: str) -> None:
-    from tests.conftest import missing_service  # lazily: tests/conftest.py imports this module
-
     missing_service(what)
 
 

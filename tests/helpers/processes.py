@@ -7,12 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -21,11 +16,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from broker.security.auth import hash_token
-from tests.conftest import ADMIN_TOKEN, IN_CI, KELA_TOKEN, PG_DSN_ADMIN, missing_service
-from tests.helpers.receiver import SECRET, Receiver
+from broker.devtools import harness
+from broker.devtools.harness import free_port, wait_for
+from tests.helpers.app import ADMIN_TOKEN, IN_CI, KELA_TOKEN, PG_DSN_ADMIN, missing_service
+from tests.helpers.receiver import SECRET, SECRET_ENV, Receiver
 
-SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
 # The production pair: the shared fixtures, pinned to their PostgreSQL and RabbitMQ parameters
 # (`transport_url` = the session's throw-away vhost, with the test queues deleted first).
 production_pair = pytest.mark.parametrize(
@@ -35,20 +30,8 @@ SENT_AT = dt.datetime(2026, 11, 2, 9, 30, tzinfo=dt.UTC)
 QUIET_TIMEOUT_S = 40.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def webhook_route(area: str, hook_url: str) -> str:
-    return f"""
-[[routes]]
-area = "{area}"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{SECRET_ENV}"
-"""
+def webhook_route(area: str, hook_url: str) -> dict[str, Any]:
+    return harness.webhook_route(area, hook_url, SECRET_ENV)
 
 
 def write_config(path: Path, *, port: int, store_url: str, transport_url: str, hook_url: str,
@@ -56,94 +39,33 @@ def write_config(path: Path, *, port: int, store_url: str, transport_url: str, h
                  file_scan_interval_s: float = 1.0, relay_poll_s: float = 0.1,
                  retry_tiers_s: tuple[float, ...] = (0.2, 1, 5),
                  backoff_s: tuple[float, float] = (0.1, 0.5), prefetch: int = 32,
-                 store_extra: str = "", routes: str | None = None, extra: str = "") -> Path:
+                 routes: list[dict[str, Any]] | None = None, parties: Sequence[dict[str, Any]] = (),
+                 **sections: dict[str, Any]) -> Path:
     """A `handoff run` config for the process tests: short retries and timeouts, JSON logs, the
-    test parties; `routes` replaces the default (webhooks for 08 and 90), `extra` is appended."""
+    test parties (Kela, admin) and `parties`; `routes` replaces the default (webhooks for 08 and 90);
+    `sections` adds keys or sections (`store={"connect_timeout_s": 2}`, `reconcile={...}`)."""
     if routes is None:
-        routes = webhook_route("08", hook_url) + webhook_route("90", hook_url)
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-shutdown_timeout_s = 3
-rate_limit_per_s = 0  # test traffic, not a partner: tests/contract/test_http_guards.py covers the limits
-
-[store]
-url = "{store_url}"
-{store_extra}
-
-[transport]
-url = "{transport_url}"
-retry_tiers_s = [{", ".join(str(t) for t in retry_tiers_s)}]
-prefetch = {prefetch}
-
-[delivery]
-initial_backoff_s = {backoff_s[0]}
-max_backoff_s = {backoff_s[1]}
-give_up_after_s = {give_up_after_s}
-timeout_s = 2
-file_scan_interval_s = {file_scan_interval_s}
-
-[relay]
-poll_interval_s = {relay_poll_s}
-
-[log]
-level = "{log_level}"
-format = "json"
-
-[[parties]]
-id = "kela-1"
-role = "kela"
-token_sha256 = "{hash_token(KELA_TOKEN)}"
-
-[[parties]]
-id = "admin-1"
-role = "admin"
-token_sha256 = "{hash_token(ADMIN_TOKEN)}"
-{routes}{extra}""", "utf-8")
-    return path
+        routes = [webhook_route("08", hook_url), webhook_route("90", hook_url)]
+    config = harness.service_config(
+        port=port, store_url=store_url, transport_url=transport_url, log_level=log_level,
+        parties=[harness.party("kela-1", "kela", KELA_TOKEN), harness.party("admin-1", "admin", ADMIN_TOKEN),
+                 *parties],
+        routes=routes,
+        transport={"retry_tiers_s": retry_tiers_s, "prefetch": prefetch},
+        delivery={"initial_backoff_s": backoff_s[0], "max_backoff_s": backoff_s[1],
+                  "give_up_after_s": give_up_after_s, "timeout_s": 2,
+                  "file_scan_interval_s": file_scan_interval_s},
+        relay={"poll_interval_s": relay_poll_s})
+    for name, values in sections.items():
+        config.setdefault(name, {}).update(values)
+    return harness.write_config(path, config)
 
 
-class ServiceProcess:
+class ServiceProcess(harness.ServiceProcess):
+    """`handoff run` with the tests' webhook secret in its environment."""
+
     def __init__(self, config: Path, port: int, log_path: Path) -> None:
-        self.config, self.port, self.log_path = config, port, log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, timeout: float = 30, wait_for_status: str = "ready") -> ServiceProcess:
-        env = {**os.environ, "HANDOFF_CONFIG": str(self.config), SECRET_ENV: SECRET}
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "run"], env=env,
-                                     stdout=log, stderr=log)
-        async with aiohttp.ClientSession() as http:
-            deadline = asyncio.get_running_loop().time() + timeout
-            while asyncio.get_running_loop().time() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"service exited: {self.log_path.read_text()[-2000:]}")
-                try:
-                    async with http.get(f"{self.base}/readyz") as r:
-                        # "ready", not "degraded": the transport is connected too.
-                        if r.status == 200 and (await r.json()).get("status") == wait_for_status:
-                            return self
-                except aiohttp.ClientError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise TimeoutError("service did not become ready")
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self) -> int:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            return self.proc.wait(20)
-        return self.proc.returncode if self.proc else 0
-
+        super().__init__(config, port, log_path, env={**os.environ, SECRET_ENV: SECRET})
 
 
 @contextlib.asynccontextmanager
@@ -234,13 +156,6 @@ async def case_events(base: str, referral_id: str) -> dict[str, Any]:
 # its own, tests/helpers/private_services.py) -----------------------------------------------------------
 
 
-def rabbitmqctl_path() -> str:
-    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
-    if not os.path.exists(ctl):
-        missing_service("rabbitmqctl (to inspect or fault RabbitMQ)")
-    return ctl
-
-
 def vhost_of(amqp_url: str) -> str:
     vhost = unquote(urlsplit(amqp_url).path.lstrip("/"))
     if not vhost or vhost == "/":
@@ -253,19 +168,10 @@ def vhost_of(amqp_url: str) -> str:
 
 
 async def rabbitmqctl(*args: str, timeout: float = 60) -> str:
-    """rabbitmqctl without blocking the loop, which also serves the webhook receiver."""
-    proc = await asyncio.create_subprocess_exec(
-        rabbitmqctl_path(), "-q", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    except BaseException:  # timed out, or the waiting test gave up: leave no rabbitmqctl behind
-        if proc.returncode is None:
-            proc.kill()
-            await asyncio.shield(proc.wait())
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {err.decode()[-500:]}")
-    return out.decode()
+    """The shared node's rabbitmqctl; a machine without one skips (fails in CI)."""
+    if harness.rabbitmqctl_path() is None:
+        missing_service("rabbitmqctl (to inspect or fault RabbitMQ)")
+    return await harness.rabbitmqctl(*args, timeout=timeout)
 
 
 Ctl = Callable[..., Awaitable[str]]
@@ -284,19 +190,6 @@ async def queue_depths(vhost: str, ctl: Ctl = rabbitmqctl) -> dict[str, int]:
 
 
 # --- waiting and observing ----------------------------------------------------------------------
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float, what: str,
-                 interval: float = 0.1) -> None:
-    async def poll() -> None:
-        while not await check():
-            await asyncio.sleep(interval)
-
-    try:
-        await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting until {what}") from None
-
 
 
 async def metric_total(base: str, name: str, **labels: str) -> float:
@@ -377,10 +270,10 @@ async def wait_quiet(receiver: Receiver, ledger: LedgerAudit, vhost: str, referr
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    await until(at_receiver, timeout, "every accepted referral reached the webhook")
-    await until(delivered_in_ledger, max(1.0, deadline - loop.time()),
+    await wait_for(at_receiver, timeout, "every accepted referral reached the webhook")
+    await wait_for(delivered_in_ledger, max(1.0, deadline - loop.time()),
                  "every accepted case is delivered in the ledger", interval=0.2)
-    await until(settled, max(1.0, deadline - loop.time()),
+    await wait_for(settled, max(1.0, deadline - loop.time()),
                  "the outbox is finished and the queues are empty", interval=0.2)
 
 

@@ -6,26 +6,25 @@ run". Identity codes are test codes only (individual number 900-999, `make_test_
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import datetime as dt
 import json
 import random
-import socket
 import uuid
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from broker.devtools.demo_data import make_referral, make_test_hetu
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, intake_token
+from broker.devtools.harness import free_port, wait_for
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, intake_token
 
 __all__ = [
     "CHECK_CHARS", "MUNICIPALITY_OF_AREA", "REQUIRED_FIELDS", "SENT_AT", "assert_safe_422",
     "case_events", "closed_port", "drive_to", "error_locs", "get_case", "hetu_with", "new_case",
-    "post_referral", "referral_body", "reply", "reply_body", "wait_for", "wait_state",
+    "post", "post_referral", "referral_body", "reply", "reply_body", "wait_for", "wait_state",
 ]
 
 SENT_AT = "2026-01-02T10:00:00+02:00"
@@ -93,6 +92,14 @@ async def post_referral(client: Client, body: Any, token: str = KELA_TOKEN,
     return r.status, await _json_or_text(r)
 
 
+async def post(client: Client, ref: str, municipality: str = "837") -> str:
+    """POST the referral generated from `ref` (202 expected); its referral id."""
+    body = make_referral(random.Random(ref), kela_reference=ref, municipality_code=municipality)
+    r = await client.post("/v1/referrals", json=body, headers=auth(KELA_TOKEN))
+    assert r.status == 202, await r.text()
+    return str((await r.json())["referral_id"])
+
+
 async def reply(client: Client, rid: str, status: str, *, area: str = "08",
                 reply_id: str | None = None, **extra: Any) -> tuple[int, Any]:
     """POST a reply with the required fields filled in (None drops a field); (status, body)."""
@@ -107,21 +114,6 @@ async def get_case(client: Client, rid: str, token: str = ADMIN_TOKEN) -> dict[s
     assert r.status == 200, await r.text()
     body: dict[str, Any] = await r.json()
     return body
-
-
-async def wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 10,
-                   what: str = "condition") -> Any:
-    """Poll `condition()` until it returns something truthy; fail after `timeout` seconds."""
-    async def poll() -> Any:
-        while True:
-            value = await condition()
-            if value:
-                return value
-            await asyncio.sleep(0.01)
-    try:
-        return await asyncio.wait_for(poll(), timeout)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from None
 
 
 async def wait_state(client: Client, rid: str, state: str, timeout: float = 10) -> dict[str, Any]:
@@ -197,7 +189,4 @@ async def assert_safe_422(resp: Any, *, secrets: Iterable[str] = ()) -> dict[str
 
 def closed_port() -> int:
     """A loopback TCP port with nothing listening on it (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
+    return free_port()

@@ -22,7 +22,8 @@ from broker.devtools.bench import (
     render_report,
     render_scaling,
 )
-from tests.conftest import _port_open, missing_service
+from broker.devtools.harness import port_open
+from tests.helpers.app import missing_service
 
 KEYS = ("ceiling_per_s", "end_to_end_per_s", "ratio", "p50_ms", "p95_ms", "p99_ms",
         "rss_start_mb", "rss_end_mb")
@@ -32,9 +33,9 @@ KEYS = ("ceiling_per_s", "end_to_end_per_s", "ratio", "p50_ms", "p95_ms", "p99_m
 @pytest.mark.postgres
 @pytest.mark.rabbitmq
 def test_bench_json_smoke() -> None:
-    if not _port_open("127.0.0.1", 5432):
+    if not port_open("127.0.0.1", 5432):
         missing_service("PostgreSQL on 127.0.0.1:5432")
-    if not _port_open("127.0.0.1", 5672):
+    if not port_open("127.0.0.1", 5672):
         missing_service("RabbitMQ on 127.0.0.1:5672")
     run = subprocess.run(
         [sys.executable, "-m", "broker.cli", "bench", "--json", "--count", "50", "--duration", "2",
@@ -57,9 +58,9 @@ def test_bench_json_smoke() -> None:
 @pytest.mark.rabbitmq
 def test_bench_scaling_json_smoke() -> None:
     """`--processes 1,2`: one run per count, and the growth of the second over the first."""
-    if not _port_open("127.0.0.1", 5432):
+    if not port_open("127.0.0.1", 5432):
         missing_service("PostgreSQL on 127.0.0.1:5432")
-    if not _port_open("127.0.0.1", 5672):
+    if not port_open("127.0.0.1", 5672):
         missing_service("RabbitMQ on 127.0.0.1:5672")
     run = subprocess.run(
         [sys.executable, "-m", "broker.cli", "bench", "--json", "--processes", "1,2", "--count", "40",

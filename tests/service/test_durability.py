@@ -10,17 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.processes import ServiceProcess, case_events, free_port, send_referrals, write_config
+from broker.devtools.harness import free_port, wait_for
+from tests.helpers.processes import ServiceProcess, case_events, send_referrals, write_config
 from tests.helpers.receiver import Receiver
 
 pytestmark = pytest.mark.slow
 
 
 async def _wait_all_delivered(receiver: Receiver, referral_ids: set[str], timeout: float = 60) -> None:
-    async def poll() -> None:
-        while not referral_ids <= set(receiver.referral_ids()):
-            await asyncio.sleep(0.1)
-    await asyncio.wait_for(poll(), timeout)
+    await wait_for(lambda: referral_ids <= set(receiver.referral_ids()), timeout,
+                   "every referral at the webhook", interval=0.1)
 
 
 async def test_sigkill_mid_stream_then_restart(tmp_path: Path, store_url: str, transport_url: str) -> None:

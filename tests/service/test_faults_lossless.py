@@ -25,7 +25,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import KELA_TOKEN
+from broker.devtools.harness import wait_for
+from tests.helpers.app import KELA_TOKEN
 from tests.helpers.private_services import PrivatePostgres, PrivateRabbitMQ
 from tests.helpers.processes import (
     LedgerAudit,
@@ -35,7 +36,6 @@ from tests.helpers.processes import (
     rabbitmqctl,
     send,
     service_process,
-    until,
     vhost_of,
     wait_quiet,
 )
@@ -56,7 +56,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
 # 1 s and 200 ms tiers hold a message too briefly for RabbitMQ's 5 s statistics to show it.)
 TIERS_REACHED = {"default": ("5s", "30s"), "short": ("1s", "5s")}
 # The sweep must not be what saves these runs: the topology and the retry policy must.
-NO_SWEEP = "\n[reconcile]\nafter_s = 3600\ninterval_s = 3600\n"
+NO_SWEEP = {"after_s": 3600, "interval_s": 3600}
 
 
 def _report(name: str, accepted: dict[str, str], receiver: Receiver) -> None:
@@ -87,7 +87,7 @@ async def test_rabbitmq_restart_loses_nothing_waiting_in_retry_tiers(
     failing = True
     receiver = await Receiver(behaviour=lambda _n: 500 if failing else 204).start()
     service = service_process(tmp_path, "svc", store_url=store_url, transport_url=rabbit.url,
-                              hook_url=receiver.url, extra=NO_SWEEP, **CONFIGS[config])
+                              hook_url=receiver.url, reconcile=NO_SWEEP, **CONFIGS[config])
     ledger = LedgerAudit(store_url)
     try:
         await service.start()
@@ -104,7 +104,7 @@ async def test_rabbitmq_restart_loses_nothing_waiting_in_retry_tiers(
             seen.update(t for t, n in tiers.items() if n)
             return seen >= set(TIERS_REACHED[config]) and sum(tiers.values()) >= REFERRALS // 4
 
-        await until(waiting_in_the_tiers, 60, f"messages in the tiers {TIERS_REACHED[config]}",
+        await wait_for(waiting_in_the_tiers, 60, f"messages in the tiers {TIERS_REACHED[config]}",
                     interval=0.2)
         print(f"\n[{config}/{fault}] at the fault: "
               f"{ {k: v for k, v in (await rabbit.queue_depths()).items() if v} }")
@@ -138,10 +138,10 @@ async def test_postgres_outage_under_backlog_fails_nothing(
     # the database goes get their 2xx while it is away (recorded later, never delivered twice).
     gate = asyncio.Event()
     receiver = await Receiver(delay_s=0.5, gate=gate).start()
-    store = ("connect_timeout_s = 2\nstatement_timeout_s = 2\npool_timeout_s = 2\n")
+    store = {"connect_timeout_s": 2, "statement_timeout_s": 2, "pool_timeout_s": 2}
     service = service_process(tmp_path, "svc", store_url=pg.url, transport_url=transport_url,
-                              hook_url=receiver.url, store_extra=store, prefetch=8,
-                              backoff_s=(0.2, 2.0), extra=NO_SWEEP)
+                              hook_url=receiver.url, store=store, prefetch=8,
+                              backoff_s=(0.2, 2.0), reconcile=NO_SWEEP)
     ledger = LedgerAudit(pg.url)
     try:
         await service.start()
@@ -155,7 +155,7 @@ async def test_postgres_outage_under_backlog_fails_nothing(
             return backlog > 100
 
         # (RabbitMQ's queue counts lag by up to its 5 s statistics interval.)
-        await until(backlog_built, 20, "a backlog in RabbitMQ", interval=0.5)
+        await wait_for(backlog_built, 20, "a backlog in RabbitMQ", interval=0.5)
         print(f"\n[postgres {fault}] backlog at the fault: {backlog}")
         await (pg.stop("fast") if fault == "stop" else pg.freeze())
         gate.set()
@@ -196,8 +196,8 @@ async def test_service_sigkilled_during_the_sweep(tmp_path: Path, store_url: str
     failing = True
     receiver = await Receiver(behaviour=lambda _n: 500 if failing else 204).start()
     # The one tier (30 s) is longer than after_s: the sweep can only find what the test loses.
-    sweep = "\n[reconcile]\nafter_s = 10\ninterval_s = 0.5\nbatch_size = 10\n"
-    config: dict[str, Any] = {"retry_tiers_s": (30,), "backoff_s": (30.0, 30.0), "extra": sweep,
+    sweep = {"after_s": 10, "interval_s": 0.5, "batch_size": 10}
+    config: dict[str, Any] = {"retry_tiers_s": (30,), "backoff_s": (30.0, 30.0), "reconcile": sweep,
                               "log_level": "info"}
     first = service_process(tmp_path, "first", store_url=store_url, transport_url=transport_url,
                             hook_url=receiver.url, **config)
@@ -211,7 +211,7 @@ async def test_service_sigkilled_during_the_sweep(tmp_path: Path, store_url: str
         async def all_waiting() -> bool:
             return (await queue_depths(vhost)).get("handoff.delay.30s", 0) == REFERRALS
 
-        await until(all_waiting, 20, "every referral waiting in the 30 s tier", interval=0.2)
+        await wait_for(all_waiting, 20, "every referral waiting in the 30 s tier", interval=0.2)
         # Lost in transit, as a broker restart lost them before: the ledger still says `sent`.
         await rabbitmqctl("purge_queue", "-p", vhost, "handoff.delay.30s")
         assert len(receiver.referral_ids()) == 0
@@ -220,7 +220,7 @@ async def test_service_sigkilled_during_the_sweep(tmp_path: Path, store_url: str
         async def sweeping() -> bool:
             return len(receiver.referral_ids()) >= 15
 
-        await until(sweeping, 30, "the sweep republishing", interval=0.05)
+        await wait_for(sweeping, 30, "the sweep republishing", interval=0.05)
         first.kill()  # SIGKILL mid-sweep: claimed rows roll back, published ones may repeat
         at_kill = len(receiver.referral_ids())
         assert at_kill < REFERRALS, "the sweep finished before the kill"

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from broker.devtools.harness import wait_for
 from broker.store.ledger import Ledger, utcnow
 from tests.helpers.private_services import PrivateRabbitMQ
 from tests.helpers.processes import (
@@ -33,7 +34,6 @@ from tests.helpers.processes import (
     send,
     send_until_all_accepted,
     service_process,
-    until,
     vhost_of,
     wait_quiet,
 )
@@ -109,7 +109,7 @@ async def test_broker_closes_all_connections_mid_stream(tmp_path: Path, store_ur
             status, body = await _readyz(service.base)
             return bool(now) and not (now & before) and status == 200 and body["status"] == "ready"
 
-        await until(reconnected, 20, "the service reconnected with new connections", interval=0.3)
+        await wait_for(reconnected, 20, "the service reconnected with new connections", interval=0.3)
         await wait_quiet(receiver, ledger, vhost, set(first_accepted.values()))
         await assert_delivered_once(receiver, ledger, service.base, first_accepted)
         assert service.terminate() == 0
@@ -156,7 +156,7 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str,
             # Still ready for intake (the outbox absorbs it), but degraded.
             return status == 200 and body["transport"] is False and body["status"] == "degraded"
 
-        await until(transport_down, 15, "/readyz reports the transport degraded")
+        await wait_for(transport_down, 15, "/readyz reports the transport degraded")
         down = await send([service.base], while_down, all_accepted=True)  # the ledger accepts
         accepted.update(down)
         status, body = await _readyz(service.base)  # still down: those were accepted meanwhile
@@ -168,7 +168,7 @@ async def test_rabbitmq_restart_mid_stream(tmp_path: Path, store_url: str,
             status, body = await _readyz(service.base)
             return status == 200 and body["status"] == "ready"
 
-        await until(transport_up, 30, "/readyz is ready again after the restart", interval=0.2)
+        await wait_for(transport_up, 30, "/readyz is ready again after the restart", interval=0.2)
         accepted.update(await send([service.base], after, all_accepted=True))
         assert set(accepted) == set(refs)
         await wait_quiet(receiver, ledger, "/", set(accepted.values()), ctl=rabbit.rabbitmqctl)
@@ -263,7 +263,7 @@ async def test_concurrent_duplicate_is_a_repeat_not_an_error(store_url: str) -> 
                     "AND datname = current_database()")
                 return int(rows[0]["n"]) > 0 or racer.done()
 
-            await until(racer_waits_for_first, 10, "the second insert waits for the first")
+            await wait_for(racer_waits_for_first, 10, "the second insert waits for the first")
         # The first commits here; the second then learns that the event was already processed.
         assert await asyncio.wait_for(racer, 10) is False
     finally:

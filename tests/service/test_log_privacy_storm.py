@@ -28,7 +28,7 @@ import broker.store.ledger
 from broker.observability.logs import configure_logging
 from broker.store.ledger import Ledger
 from schemas.hetu import contains_identity_code
-from tests.conftest import KELA_TOKEN, PG_DSN_ADMIN, auth, base_settings, intake_token
+from tests.helpers.app import KELA_TOKEN, PG_DSN_ADMIN, auth, base_settings, intake_token
 from tests.helpers.identity_scan import IdentityScanner
 from tests.helpers.processes import backend_storm
 from tests.helpers.support import hetu_with, referral_body, reply_body

@@ -20,11 +20,11 @@ import aiohttp
 import asyncpg
 import pytest
 
-from broker.security.auth import hash_token
-from tests.conftest import ADMIN_TOKEN, auth, base_settings, intake_token
+from broker.devtools.harness import free_port, party
+from tests.helpers.app import ADMIN_TOKEN, auth, base_settings, intake_token
 from tests.helpers.identity_scan import IdentityScanner
 from tests.helpers.privacy_traffic import KINDS, REPLY_STATUSES, Traffic
-from tests.helpers.processes import ServiceProcess, backend_storm, free_port, webhook_route, write_config
+from tests.helpers.processes import ServiceProcess, backend_storm, webhook_route, write_config
 from tests.helpers.receiver import Receiver
 
 REFERRALS = 60
@@ -48,27 +48,14 @@ def test_scanner_flags_planted_codes_and_names() -> None:
 def _config(tmp: Path, *, port: int, store_url: str, transport_url: str, hook_url: str,
             files_dir: Path) -> Path:
     """Every kind of route (webhook 08, pull 90, files 19, Kela's push) and an intake party each."""
-    intakes = "".join(f"""
-[[parties]]
-id = "intake-{a}"
-role = "intake"
-area = "{a}"
-token_sha256 = "{hash_token(intake_token(a))}"
-""" for a in ("08", "90", "19"))
-    routes = webhook_route("08", hook_url) + f"""
-[[routes]]
-area = "90"
-delivery = "pull"
-
-[[routes]]
-area = "19"
-delivery = "files"
-directory = "{files_dir}"
-""" + webhook_route("kela", hook_url)
+    intakes = [party(f"intake-{a}", "intake", intake_token(a), area=a) for a in ("08", "90", "19")]
+    routes = [webhook_route("08", hook_url), {"area": "90", "delivery": "pull"},
+              {"area": "19", "delivery": "files", "directory": str(files_dir)},
+              webhook_route("kela", hook_url)]
     return write_config(tmp / "handoff.toml", port=port, store_url=store_url,
                         transport_url=transport_url, hook_url=hook_url, give_up_after_s=60,
                         log_level="debug", file_scan_interval_s=0.2, relay_poll_s=0.05,
-                        routes=routes, extra=intakes)
+                        routes=routes, parties=intakes)
 
 
 async def _audit_rows(store_url: str) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.devtools.harness import wait_for
 from tests.helpers.processes import (
     LedgerAudit,
     ServiceProcess,
@@ -35,7 +36,6 @@ from tests.helpers.processes import (
     send,
     send_until_all_accepted,
     service_process,
-    until,
     vhost_of,
     wait_quiet,
 )
@@ -87,7 +87,7 @@ async def test_three_processes_one_killed_mid_stream(tmp_path: Path, store_url: 
         async def kill_victim() -> tuple[int, list[tuple[float, float]]]:
             await trigger.wait()
             # Before the kill all three took part (the stream keeps going meanwhile).
-            await until(all_have_delivered, 15, "each of the three processes has delivered")
+            await wait_for(all_have_delivered, 15, "each of the three processes has delivered")
             at_kill = [await _counts(s) for s in survivors]
             killed_at = accepted_so_far
             victim.kill()

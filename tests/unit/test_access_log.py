@@ -9,7 +9,7 @@ from structlog.testing import capture_logs
 
 from broker.devtools.demo_data import make_referral, make_test_hetu
 from broker.http.cursors import encode_cursor
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 
 
 async def test_access_log_keeps_ids_and_masks_personal_values(make_client, tmp_path) -> None:

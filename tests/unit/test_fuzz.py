@@ -36,8 +36,9 @@ from hypothesis import strategies as st
 from adapters.municipal.replies_file import NAMESPACE as REPLY_NS
 from adapters.municipal.replies_file import ReplyFileError, parse_reply_file
 from broker.delivery.file_replies import FileReplyScanner
+from broker.devtools.harness import wait_for
 from broker.runtime.app import create_app
-from tests.conftest import (
+from tests.helpers.app import (
     ADMIN_TOKEN,
     KELA_TOKEN,
     ServiceTestServer,
@@ -103,13 +104,10 @@ class Live:
         assert status == 202, raw
         rid = json.loads(raw)["referral_id"]
 
-        async def delivered() -> None:
-            while True:
-                async with self.client.get(f"/v1/referrals/{rid}", headers=auth(ADMIN_TOKEN)) as r:
-                    if (await r.json())["state"] == "delivered":
-                        return
-                await asyncio.sleep(0.01)
-        self.loop.run_until_complete(asyncio.wait_for(delivered(), 10))
+        async def delivered() -> bool:
+            async with self.client.get(f"/v1/referrals/{rid}", headers=auth(ADMIN_TOKEN)) as r:
+                return bool((await r.json())["state"] == "delivered")
+        self.loop.run_until_complete(wait_for(delivered, 10, "the health referral delivered"))
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,8 @@ from structlog.testing import capture_logs
 from broker.devtools.demo_data import make_referral
 from broker.observability.logs import configure_logging, redact_identity_codes
 from schemas.hetu import IDENTITY_CODE_RE, contains_identity_code, mask_identity_codes
-from tests.conftest import KELA_TOKEN, auth, base_settings, intake_token
-from tests.contract.test_smoke_flow import wait_state
-from tests.helpers.support import hetu_with
+from tests.helpers.app import KELA_TOKEN, auth, base_settings, intake_token
+from tests.helpers.support import hetu_with, wait_state
 
 
 async def test_no_identity_code_in_any_log_event(make_client, tmp_path) -> None:

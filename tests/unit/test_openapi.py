@@ -31,7 +31,7 @@ from schemathesis.checks import (
 
 from broker.http.openapi import openapi_document
 from broker.runtime.app import create_app
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token
 from tests.helpers.support import referral_body
 
 DOCUMENT = openapi_document()

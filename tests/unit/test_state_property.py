@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from broker.store.tables import events as events_table
-from tests.conftest import KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.app import KELA_TOKEN, auth, base_settings, services_of
 from tests.helpers.support import SENT_AT, get_case, new_case, reply
 
 DELIVERED_LIKE = {"routed", "delivered"}

@@ -17,7 +17,7 @@ import aiohttp
 import pytest
 
 from broker.runtime.serve import serve
-from tests.conftest import KELA_TOKEN, auth, base_settings
+from tests.helpers.app import KELA_TOKEN, auth, base_settings
 from tests.helpers.support import closed_port, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl CLI")
