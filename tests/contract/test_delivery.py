@@ -2,33 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
-from broker.devtools.demo_data import make_referral
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
-from tests.contract.test_smoke_flow import wait_state
-from tests.helpers.receiver import Receiver
-
-SECRET_ENV = "HANDOFF_TEST_WEBHOOK_SECRET"
-
-
-def webhook_routes(url: str) -> list[dict[str, Any]]:
-    return [{"area": "08", "delivery": "webhook", "url": url, "secret_env": SECRET_ENV,
-             "secret": "test-webhook-secret"},
-            {"area": "90", "delivery": "pull"}]
+from broker.devtools.harness import wait_for
+from broker.transport.protocol import Ack, InboundMessage
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, services_of
+from tests.helpers.receiver import Receiver, webhook_routes
+from tests.helpers.support import post, wait_state
 
 
-async def post(client: Any, ref: str, municipality: str = "837") -> str:
-    body = make_referral(random.Random(ref), kela_reference=ref, municipality_code=municipality)
-    r = await client.post("/v1/referrals", json=body, headers=auth(KELA_TOKEN))
-    assert r.status == 202, await r.text()
-    return str((await r.json())["referral_id"])
+def deliveries(client: Any, outcome: str) -> float:
+    """`handoff_deliveries_total{area="08", outcome=...}` read from the app's own registry."""
+    value = services_of(client).metrics.registry.get_sample_value(
+        "handoff_deliveries_total", {"area": "08", "outcome": outcome})
+    return value or 0.0
 
 
 @pytest.fixture
@@ -68,9 +60,8 @@ async def test_webhook_retries_same_event_id_until_2xx(make_client, store_url, t
         rid = await post(client, "W-2")
         await wait_state(client, rid, "delivered")
         assert len(seen) == 4 and len(set(seen)) == 1  # three 503s, then the 2xx, one event id
-        metrics = await (await client.get("/metrics")).text()
-        assert 'handoff_deliveries_total{area="08",outcome="retried"} 3.0' in metrics
-        assert 'handoff_deliveries_total{area="08",outcome="delivered"} 1.0' in metrics
+        assert deliveries(client, "retried") == 3
+        assert deliveries(client, "delivered") == 1
     finally:
         await rec.stop()
 
@@ -79,9 +70,15 @@ async def test_webhook_timeout_is_retried(make_client, store_url, receiver) -> N
     receiver.behaviour = lambda n: "hang" if n == 1 else 204
     settings = base_settings(store_url, routes=webhook_routes(receiver.url), delivery={"timeout_s": 0.3})
     client = await make_client(settings)
-    rid = await post(client, "W-3")
-    await wait_state(client, rid, "delivered")
+    with capture_logs() as logs:
+        rid = await post(client, "W-3")
+        await wait_state(client, rid, "delivered")
+    # The first request really hung (no answer, so not counted as accepted); the retry got the 204.
+    assert receiver.requests == 2
     assert sum(receiver.by_event.values()) == 1
+    failed = [e for e in logs if e["event"] == "delivery_attempt_failed"]
+    assert [(e["reason"], e["attempt"]) for e in failed] == [("timeout", 1)]
+    assert deliveries(client, "retried") == 1 and deliveries(client, "delivered") == 1
 
 
 async def test_unreachable_endpoint_dead_letters_then_replay(make_client, store_url, transport_url,
@@ -118,24 +115,28 @@ async def test_connection_refused_is_retried_then_delivered(make_client, store_u
     port = rec.port
     await rec.stop()  # nothing listens: connection refused
     client = await make_client(base_settings(store_url, routes=webhook_routes(f"http://127.0.0.1:{port}/hook")))
-    rid = await post(client, "W-5")
-    await asyncio.sleep(0)  # the first attempts fail while the port is closed
     late = Receiver(port=port)
-    try:
-        await asyncio.wait_for(_start_when_free(late), 5)
-        await wait_state(client, rid, "delivered")
-        assert late.referral_ids()[rid] == 1
-    finally:
-        await late.stop()
-
-
-async def _start_when_free(rec: Receiver) -> None:
-    while True:
+    with capture_logs() as logs:
+        rid = await post(client, "W-5")
+        # A refused attempt has happened (and been counted as a retry) before anything listens.
+        await wait_for(lambda: deliveries(client, "retried") >= 1, 10, "a refused attempt")
         try:
-            await rec.start()
-            return
-        except OSError:
-            await asyncio.sleep(0.05)
+            await wait_for(lambda: _start_when_free(late), 5, "the port free again", interval=0.05)
+            await wait_state(client, rid, "delivered")
+            assert late.referral_ids()[rid] == 1
+        finally:
+            await late.stop()
+    failed = [e for e in logs if e["event"] == "delivery_attempt_failed"]
+    assert failed and all(e["reason"].startswith("connection_error") for e in failed), failed
+    assert deliveries(client, "delivered") == 1
+
+
+async def _start_when_free(rec: Receiver) -> bool:
+    try:
+        await rec.start()
+    except OSError:
+        return False
+    return True
 
 
 async def test_files_delivery_is_atomic_json(make_client, store_url, tmp_path: Path) -> None:
@@ -173,13 +174,13 @@ async def test_duplicate_delivery_is_dropped(make_client, store_url, receiver) -
     await wait_state(client, rid, "delivered")
     svc = services_of(client)
     (event_id,) = receiver.by_event
-    from broker.transport.protocol import InboundMessage
-
     body = json.dumps({"event_id": event_id, "type": "referral", "referral_id": rid, "area": "08",
                        "occurred_at": "2026-01-01T00:00:00+00:00", "data": {}}).encode()
     msg = InboundMessage(event_id=event_id, queue="handoff.intake.08", routing_key="referral.08.support_need",
                          body=body, headers={}, redelivered=True, attempt=1)
-    await svc.intake_worker.handle(msg)
+    disposition = await svc.intake_worker.handle(msg)
+    assert isinstance(disposition, Ack)  # settled: acked, neither retried nor dead-lettered
     case = await (await client.get(f"/v1/referrals/{rid}", headers=auth(ADMIN_TOKEN))).json()
     assert [e["type"] for e in case["events"]].count("delivered") == 1
-    assert receiver.by_event[event_id] == 1
+    assert receiver.by_event[event_id] == 1 and receiver.requests == 1  # not posted a second time
+    assert deliveries(client, "delivered") == 1

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from broker.devtools.demo_data import make_referral
 from broker.jobs.sla_clock import SlaClock
 from broker.store.tables import cases
-from tests.conftest import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
-from tests.contract.test_smoke_flow import wait_state
+from tests.helpers.app import ADMIN_TOKEN, KELA_TOKEN, auth, base_settings, intake_token, services_of
+from tests.helpers.support import wait_state
 
 
 async def _referral(client, ref: str, urgency: str = "normal") -> str:
@@ -53,6 +53,10 @@ async def test_deadlines_escalate_once_and_show_in_metrics(make_client, store_ur
     async with svc.ledger.engine.connect() as conn:
         escalated = (await conn.execute(sa.select(cases.c.escalated).where(cases.c.referral_id == rid))).scalar_one()
     assert escalated == "acknowledge,assessment"
+    # In the metrics: the unanswered case is overdue on its acknowledge deadline, the answered one not.
+    await svc.metrics.gauges.refresh(svc.ledger, now=after_ack + dt.timedelta(days=4))
+    sample = svc.metrics.registry.get_sample_value
+    assert sample("handoff_overdue_cases", {"area": "08", "deadline": "acknowledge"}) == 1
 
 
 async def test_metrics_gauges_from_the_ledger(make_client, store_url) -> None:
@@ -63,19 +67,18 @@ async def test_metrics_gauges_from_the_ledger(make_client, store_url) -> None:
         await wait_state(client, rid, "delivered")
     reply = {"reply_id": "r1", "status": "received", "sent_at": "2026-01-05T10:00:00+02:00"}
     await client.post(f"/v1/referrals/{rids[2]}/replies", json=reply, headers=auth(intake_token("08")))
-    text = await (await client.get("/metrics")).text()
-    assert 'handoff_unanswered_cases{area="08",urgency="urgent"} 1.0' in text
-    assert 'handoff_unanswered_cases{area="08",urgency="normal"} 1.0' in text
-    assert 'handoff_referrals_received_total{channel="api",kind="support_need"} 3.0' in text
-    assert "handoff_delivery_latency_seconds_count 3.0" in text
-    assert "handoff_first_reply_latency_seconds_count 1.0" in text
-    assert "handoff_outbox_pending 0.0" in text
-    assert 'handoff_oldest_unanswered_age_seconds{area="08"}' in text
+    text = await (await client.get("/metrics")).text()  # a scrape refreshes the ledger gauges
+    sample = svc.metrics.registry.get_sample_value
+    assert sample("handoff_unanswered_cases", {"area": "08", "urgency": "urgent"}) == 1
+    assert sample("handoff_unanswered_cases", {"area": "08", "urgency": "normal"}) == 1
+    assert sample("handoff_referrals_received_total", {"channel": "api", "kind": "support_need"}) == 3
+    assert sample("handoff_delivery_latency_seconds_count") == 3
+    assert sample("handoff_first_reply_latency_seconds_count") == 1
+    assert sample("handoff_outbox_pending") == 0
+    oldest = sample("handoff_oldest_unanswered_age_seconds", {"area": "08"})
+    assert oldest is not None and oldest >= 0
     # Overdue is computed against the stored deadlines: move time past them.
     await svc.metrics.gauges.refresh(svc.ledger, now=dt.datetime.now(dt.UTC) + dt.timedelta(days=20))
-    from prometheus_client import generate_latest
-
-    later = generate_latest(svc.metrics.registry).decode()
-    assert 'handoff_overdue_cases{area="08",deadline="acknowledge"} 2.0' in later
-    assert 'handoff_overdue_cases{area="08",deadline="assessment"} 3.0' in later
-    assert "personal_id" not in text and "kela_reference" not in text
+    assert sample("handoff_overdue_cases", {"area": "08", "deadline": "acknowledge"}) == 2
+    assert sample("handoff_overdue_cases", {"area": "08", "deadline": "assessment"}) == 3
+    assert "personal_id" not in text and "kela_reference" not in text  # the exposition carries no PII
