@@ -31,7 +31,7 @@ test: $(STAMP) lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider
 
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/unit/test_fuzz.py
 
 bench: $(STAMP)
 	$(BIN)/handoff bench

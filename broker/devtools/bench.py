@@ -32,29 +32,36 @@ import math
 import os
 import random
 import secrets
-import shutil
 import signal
-import socket
-import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
-from aiohttp import web
 
-from adapters.municipal.envelope import SIGNATURE_HEADER, verify
 from broker.config.settings import load_settings
 from broker.devtools.demo_data import make_referral
-from broker.security.auth import hash_token
+from broker.devtools.harness import (
+    RabbitmqctlError,
+    ServiceProcess,
+    ServiceStartError,
+    WebhookReceiver,
+    free_port,
+    party,
+    rabbitmqctl_path,
+    service_config,
+    throwaway_vhost,
+    webhook_route,
+    write_config,
+)
 
 __all__ = [
     "DEFAULT_AMQP_URL",
@@ -381,64 +388,6 @@ def _sample_envelope() -> bytes:
 # --- (b) the end-to-end path ----------------------------------------------------------------------
 
 
-class _Receiver:
-    """The intake's webhook: verifies each signature and records the first arrival per referral."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret.encode()
-        self.delivered: dict[str, float] = {}
-        self.duplicates = 0
-        self.bad_signatures = 0
-        self.on_delivery: Callable[[], None] = lambda: None
-        self._waiting: set[str] = set()
-        self._complete = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        arrived = time.perf_counter()
-        body = await request.read()
-        if not verify(self._secret, body, request.headers.get(SIGNATURE_HEADER, ""), now=int(time.time())):
-            self.bad_signatures += 1
-            return web.Response(status=401)
-        env = await request.json()
-        referral_id = env.get("referral_id")
-        if env.get("type") == "referral" and isinstance(referral_id, str):
-            if referral_id in self.delivered:
-                self.duplicates += 1
-            else:
-                self.delivered[referral_id] = arrived
-                self.on_delivery()
-                if referral_id in self._waiting:
-                    self._waiting.discard(referral_id)
-                    if not self._waiting:
-                        self._complete.set()
-        return web.Response(status=204)
-
-    async def wait_for(self, referral_ids: Iterable[str], within_s: float) -> set[str]:
-        """Wait until every id has arrived; returns the ids still missing at the timeout."""
-        self._waiting = {r for r in referral_ids if r not in self.delivered}
-        if self._waiting:
-            self._complete.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._complete.wait(), within_s)
-        missing, self._waiting = self._waiting, set()
-        return missing
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        port = _free_port()
-        await web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024).start()
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
 @dataclass
 class _Phase:
     started: float = 0.0
@@ -507,109 +456,12 @@ class _Load:
         return phase
 
 
-class _Service:
-    """One `handoff run` subprocess."""
-
-    def __init__(self, config: Path, port: int, log_path: Path, env: dict[str, str]) -> None:
-        self.config, self.port, self.log_path, self._env = config, port, log_path, env
-        self.proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    async def start(self, http: aiohttp.ClientSession) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "broker.cli", "run", "--config", str(self.config),
-                env=self._env, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _READY_TIMEOUT_S
-        while loop.time() < deadline:
-            if self.proc.returncode is not None:
-                raise BenchError(f"the service exited at start:\n{self.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                async with http.get(f"{self.base}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-        raise BenchError(f"the service did not become ready in {_READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}")
-
-    def rss_mb(self) -> float:
-        """VmRSS from /proc/<pid>/status."""
-        status = Path(f"/proc/{self.pid}/status").read_text("utf-8")
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise BenchError(f"no VmRSS for pid {self.pid}")
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds so far, from /proc/<pid>/stat."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text("utf-8")
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": field 3 is fields[0]
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.log_path.read_text("utf-8", errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
-
-    async def stop(self) -> None:
-        """SIGTERM (the graceful path), then SIGKILL if it does not finish in time."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT_S)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            log.warning("bench_service_killed", pid=proc.pid)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _config_text(*, port: int, store_url: str, amqp_url: str, hook_url: str, token: str) -> str:
-    routes = "".join(f'''
-[[routes]]
-area = "{area}"
-delivery = "webhook"
-url = "{hook_url}"
-secret_env = "{_SECRET_ENV}"
-''' for area in _AREAS)
-    return f'''# Generated by `handoff bench`: the product defaults, with logging at warning.
-[server]
-host = "127.0.0.1"
-port = {port}
-shutdown_timeout_s = 10
-rate_limit_per_s = 0        # one token sends the whole saturation load: not what the limit is for
-
-[store]
-url = "{store_url}"
-
-[transport]
-url = "{amqp_url}"
-
-[log]
-level = "warning"
-format = "json"
-
-[[parties]]
-id = "kela-bench"
-role = "kela"
-token_sha256 = "{hash_token(token)}"
-{routes}'''
+def _config(*, port: int, store_url: str, amqp_url: str, hook_url: str, token: str) -> dict[str, Any]:
+    """The product defaults, with logging at warning; one token sends the whole saturation load, so
+    the rate limit (not what it is for) is off."""
+    return service_config(port=port, store_url=store_url, transport_url=amqp_url, shutdown_timeout_s=10,
+                          parties=[party("kela-bench", "kela", token)],
+                          routes=[webhook_route(area, hook_url, _SECRET_ENV) for area in _AREAS])
 
 
 def _child_env(secret: str) -> dict[str, str]:
@@ -675,27 +527,6 @@ async def _store_notes(store_url: str) -> list[str]:
     return notes
 
 
-def _rabbitmqctl_path() -> str | None:
-    found = shutil.which("rabbitmqctl")
-    if found is None and Path("/usr/sbin/rabbitmqctl").exists():
-        found = "/usr/sbin/rabbitmqctl"
-    return found
-
-
-async def _rabbitmqctl(ctl: str, *args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(ctl, "-q", *args, stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
-    try:
-        _out, err = await asyncio.wait_for(proc.communicate(), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise BenchError(f"rabbitmqctl {args[0]} did not finish in 60 s") from None
-    if proc.returncode != 0:
-        first = err.decode(errors="replace").strip().splitlines()[:1]
-        raise BenchError(f"rabbitmqctl {args[0]} failed: {first[0] if first else proc.returncode}")
-
-
 @contextlib.asynccontextmanager
 async def _bench_vhost(amqp_url: str) -> AsyncIterator[str]:
     """A throw-away vhost when the URL names the default vhost of a local broker. Without
@@ -703,21 +534,17 @@ async def _bench_vhost(amqp_url: str) -> AsyncIterator[str]:
     a rabbitmqctl that fails stops the bench rather than putting them in the default vhost."""
     parts = urlsplit(amqp_url)
     local = parts.hostname in ("127.0.0.1", "localhost", "::1")
-    ctl = _rabbitmqctl_path()
+    ctl = rabbitmqctl_path()
     if parts.path not in ("", "/") or not local or ctl is None:
         if ctl is None and local:
             log.warning("bench_without_vhost", reason="rabbitmqctl not found", vhost=parts.path or "/")
         yield amqp_url
         return
-    vhost = f"handoff-bench-{uuid.uuid4().hex[:8]}"
     try:
-        await _rabbitmqctl(ctl, "add_vhost", vhost)
-        await _rabbitmqctl(ctl, "set_permissions", "-p", vhost, parts.username or "guest",
-                           ".*", ".*", ".*")
-        yield urlunsplit(parts._replace(path=f"/{vhost}"))
-    finally:
-        with contextlib.suppress(OSError, BenchError):
-            await _rabbitmqctl(ctl, "delete_vhost", vhost)
+        async with throwaway_vhost(amqp_url, "handoff-bench") as url:
+            yield url
+    except RabbitmqctlError as exc:
+        raise BenchError(str(exc)) from None
 
 
 async def _check_broker(amqp_url: str) -> None:
@@ -775,23 +602,25 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
                       amqp_url: str, ceiling: Ceiling, progress: _Progress,
                       on_started: Callable[[list[int]], None]) -> BenchResult:
     token, secret = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-    receiver = _Receiver(secret)
+    receiver = WebhookReceiver(secret.encode(), on_new_referral=lambda _rid: progress.advance(),
+                               backlog=1024)
     await receiver.start()
     stack.push_async_callback(receiver.stop)
-    receiver.on_delivery = progress.advance
     workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="handoff-bench-")))
     env = _child_env(secret)
-    services: list[_Service] = []
+    services: list[ServiceProcess] = []
     for i in range(options.processes):
-        port = _free_port()
-        config = workdir / f"handoff-{i}.toml"
-        config.write_text(_config_text(port=port, store_url=store_url, amqp_url=amqp_url,
-                                       hook_url=receiver.url, token=token), "utf-8")
+        port = free_port()
+        config = write_config(workdir / f"handoff-{i}.toml", _config(
+            port=port, store_url=store_url, amqp_url=amqp_url, hook_url=receiver.url, token=token))
         load_settings(config, env={_SECRET_ENV: secret})  # a bad option fails here, not in the child
-        services.append(_Service(config, port, workdir / f"service-{i}.log", env))
+        services.append(ServiceProcess(config, port, workdir / f"service-{i}.log", env))
 
     async def stop_all() -> None:
-        await asyncio.gather(*(s.stop() for s in services))
+        codes = await asyncio.gather(*(s.stop(_STOP_TIMEOUT_S) for s in services))
+        for s, code in zip(services, codes, strict=True):
+            if code == -signal.SIGKILL:
+                log.warning("bench_service_killed", pid=s.pid)
 
     connector = aiohttp.TCPConnector(limit=max(options.concurrency, 256))
     http = await stack.enter_async_context(aiohttp.ClientSession(
@@ -799,7 +628,10 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     stack.push_async_callback(stop_all)
     # One at a time: each runs the migrations under PostgreSQL's advisory lock anyway.
     for service in services:
-        await service.start(http)
+        try:
+            await service.start(_READY_TIMEOUT_S, wait_for_status=None)
+        except ServiceStartError as exc:
+            raise BenchError(str(exc)) from None
     on_started([s.pid for s in services])
     rss_boot = _total_rss(services)
     load = _Load(http, [s.base for s in services], token)
@@ -808,7 +640,7 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     async def measured(description: str, total: int, send: Callable[[], Any]) -> tuple[_Phase, set[str]]:
         progress.phase(description, total)
         phase: _Phase = await send()
-        missing = await receiver.wait_for(phase.accepted, drain_s)
+        missing = await receiver.wait_for_referrals(phase.accepted, drain_s)
         _check_alive(services)
         return phase, missing
 
@@ -821,7 +653,7 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
         lambda: load.closed_loop(options.count, options.concurrency))
     sat_cpu_s = _total_cpu_s(services) - cpu_before
     sat_busy_s, own_s = machine_busy_s() - busy_before, time.process_time() - own_before
-    sat_times = [receiver.delivered[r] for r in saturation.accepted if r in receiver.delivered]
+    sat_times = [receiver.first_seen[r] for r in saturation.accepted if r in receiver.first_seen]
     sat_elapsed = (max(sat_times) - saturation.started) if sat_times else float("inf")
     end_to_end = len(sat_times) / sat_elapsed
 
@@ -851,18 +683,18 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     label = f"soak {options.soak_minutes:g} min" if options.soak_minutes else f"{options.rate:g}/s offered"
     fixed, fixed_missing = await measured(label, fixed_total, fixed_run)
     rss_end = _total_rss(services)
-    fixed_times = [receiver.delivered[r] for r in fixed.accepted if r in receiver.delivered]
+    fixed_times = [receiver.first_seen[r] for r in fixed.accepted if r in receiver.first_seen]
     fixed_elapsed = (max(fixed_times) - fixed.started) if fixed_times else float("inf")
     if receiver.bad_signatures:
         raise BenchError(f"{receiver.bad_signatures} webhook(s) failed signature verification")
     return BenchResult(
         ceiling_per_s=ceiling.per_s,
         end_to_end_per_s=end_to_end,
-        fixed=Latency.of([receiver.delivered[r] - t for r, t in fixed.accepted.items()
-                          if r in receiver.delivered]),
+        fixed=Latency.of([receiver.first_seen[r] - t for r, t in fixed.accepted.items()
+                          if r in receiver.first_seen]),
         fixed_post=Latency.of(fixed.answered_s),
-        saturation=Latency.of([receiver.delivered[r] - t for r, t in saturation.accepted.items()
-                               if r in receiver.delivered]),
+        saturation=Latency.of([receiver.first_seen[r] - t for r, t in saturation.accepted.items()
+                               if r in receiver.first_seen]),
         offered_rate_per_s=options.rate,
         fixed_rate_s=options.fixed_rate_s,
         fixed_delivered_per_s=len(fixed_times) / fixed_elapsed,
@@ -885,17 +717,17 @@ async def _end_to_end(options: BenchOptions, stack: contextlib.AsyncExitStack, s
     )
 
 
-def _total_rss(services: Sequence[_Service]) -> float:
+def _total_rss(services: Sequence[ServiceProcess]) -> float:
     return sum(s.rss_mb() for s in services)
 
 
-def _total_cpu_s(services: Sequence[_Service]) -> float:
+def _total_cpu_s(services: Sequence[ServiceProcess]) -> float:
     return sum(s.cpu_s() for s in services)
 
 
-def _check_alive(services: Sequence[_Service]) -> None:
+def _check_alive(services: Sequence[ServiceProcess]) -> None:
     for s in services:
-        if s.proc is not None and s.proc.returncode is not None:
+        if s.proc is not None and not s.running():
             raise BenchError(f"a service process exited during the run:\n{s.log_tail()}")
 
 

@@ -19,10 +19,10 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from adapters.municipal.envelope import SIGNATURE_HEADER, verify
 from broker.config.settings import DEMO_TOKENS, Settings, demo_intake_token, load_settings
 from broker.delivery.filedrop import write_atomically
 from broker.devtools.demo_data import make_referral
+from broker.devtools.harness import ConditionTimeout, WebhookReceiver, wait_for
 from broker.domain.routing import Classification
 from broker.observability.logs import configure_logging
 from broker.runtime.serve import serve
@@ -200,35 +200,20 @@ class Simulation:
                          state=out.get("state", out.get("error", {}).get("code")))
             await asyncio.sleep(0.2)
 
-    async def receiver(self, port: int) -> web.AppRunner:
-        secret = DEMO_SECRET.encode()
+    def receiver(self, port: int) -> WebhookReceiver:
+        """The intake teams' and Kela's webhooks (/intake/<area>, /kela): a referral goes to the
+        simulated team's inbox."""
 
-        async def intake(request: web.Request) -> web.Response:
-            body = await request.read()
-            if not verify(secret, body, request.headers.get(SIGNATURE_HEADER, ""), now=int(time.time())):
-                return web.Response(status=401)
-            env = await request.json()
+        async def accepted(request: web.Request, env: dict[str, Any]) -> None:
+            if request.path == "/kela":
+                log.info("kela_webhook_received", type=env["type"], referral_id=env["referral_id"])
+                return
+            area = request.path.rsplit("/", 1)[-1]
             if env["type"] == "referral":
-                await self.webhook_inbox.put((request.match_info["area"], env["referral_id"]))
-            log.info("intake_webhook_received", area=request.match_info["area"], type=env["type"],
-                     referral_id=env["referral_id"])
-            return web.Response(status=204)
+                await self.webhook_inbox.put((area, env["referral_id"]))
+            log.info("intake_webhook_received", area=area, type=env["type"], referral_id=env["referral_id"])
 
-        async def kela(request: web.Request) -> web.Response:
-            body = await request.read()
-            if not verify(secret, body, request.headers.get(SIGNATURE_HEADER, ""), now=int(time.time())):
-                return web.Response(status=401)
-            env = await request.json()
-            log.info("kela_webhook_received", type=env["type"], referral_id=env["referral_id"])
-            return web.Response(status=204)
-
-        app = web.Application()
-        app.router.add_post("/intake/{area}", intake)
-        app.router.add_post("/kela", kela)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        return runner
+        return WebhookReceiver(DEMO_SECRET.encode(), on_accepted=accepted, port=port)
 
     async def report(self) -> None:
         while True:
@@ -274,15 +259,17 @@ def _now() -> str:
 
 
 async def _wait_ready(http: aiohttp.ClientSession, base: str) -> None:
-    for _ in range(200):
+    async def ready() -> bool:
         try:
             async with http.get(f"{base}/readyz") as r:
-                if r.status == 200:
-                    return
+                return r.status == 200
         except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise RuntimeError("service did not become ready")
+            return False
+
+    try:
+        await wait_for(ready, 10, "the service to become ready", interval=0.05)
+    except ConditionTimeout:
+        raise RuntimeError("service did not become ready") from None
 
 
 async def run_demo(config: Path | None, *, rate: float, duration: float, port: int) -> None:
@@ -293,7 +280,7 @@ async def run_demo(config: Path | None, *, rate: float, duration: float, port: i
              kela_token=DEMO_TOKENS["kela-demo"], note="demo data only: invented people, test identity codes")
 
     async def simulate() -> None:
-        runner = await sim.receiver(port + 1)
+        receiver = await sim.receiver(port + 1).start()
         try:
             async with aiohttp.ClientSession() as http:
                 await _wait_ready(http, sim.base)
@@ -307,7 +294,7 @@ async def run_demo(config: Path | None, *, rate: float, duration: float, port: i
                         for job in jobs:
                             job.cancel()
         finally:
-            await runner.cleanup()
+            await receiver.stop()
             elapsed = time.monotonic() - sim.started
             log.info("demo_finished", referrals_sent=sim.sent, seconds=round(elapsed, 1),
                      referrals_per_s=round(sim.sent / max(elapsed, 1e-9), 2))

@@ -1,0 +1,36 @@
+"""The layers contract of broker/ (pyproject's [tool.importlinter]) holds, and it can fail: a copy of
+the package with one upward import (the API importing the dashboard) breaks it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(LINT_IMPORTS), "--config", str(cwd / "pyproject.toml"), "--no-cache"],
+                          cwd=cwd, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+def test_the_layers_contract_is_kept() -> None:
+    result = _lint(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "broker layers KEPT" in result.stdout
+
+
+def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "broker", tmp_path / "broker",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    routes = tmp_path / "broker" / "http" / "routes.py"
+    routes.write_text(routes.read_text("utf-8") + "\nimport broker.dashboard.views  # upward\n", "utf-8")
+    result = _lint(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "broker layers BROKEN" in result.stdout
+    assert "broker.http.routes -> broker.dashboard.views" in result.stdout
