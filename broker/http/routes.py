@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.kela.notices_json import MalformedBody, load_json
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
-from broker.cases.service import body_hash, dump_update
+from broker.cases import body_hash, dump_update
 from broker.domain.deadlines import compute_deadlines
 from broker.domain.errors import (
     Conflict,

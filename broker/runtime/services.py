@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
-from broker.cases.service import CaseService, Observations
+from broker.cases import CaseService, Observations
 from broker.config.settings import Settings
 from broker.delivery.file_replies import FileReplyScanner
 from broker.delivery.workers import DeadLetterRecorder, IntakeWorker, KelaUpdatesWorker, WebhookClient
