@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from broker.web.server import HandoffRunner
 
 from broker.config.settings import Settings
 from broker.runtime.services import SERVICES, Services
 from broker.security.auth import hash_token
+from broker.web.server import HandoffRunner
 
 __all__ = [
     "ADMIN_TOKEN", "AMQP_URL", "IN_CI", "KELA2_TOKEN", "KELA_CENTRAL_TOKEN", "KELA_TOKEN", "PG_DSN_ADMIN",
