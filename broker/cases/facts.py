@@ -8,10 +8,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from broker.domain.deadlines import DEADLINES
-from broker.store.ledger import CaseRow
+from broker.store.ledger import CaseRow, Connection
 from schemas.enums import ReplyStatus
 from schemas.models import Reply
 
@@ -26,7 +24,7 @@ def enum_mask(members: Iterable[Enum]) -> int:
     return mask
 
 
-async def statistics_facts(_conn: AsyncConnection, _case: CaseRow, reply: Reply) -> dict[str, Any]:
+async def statistics_facts(_conn: Connection, _case: CaseRow, reply: Reply) -> dict[str, Any]:
     """What § 11 statistics need from a reply, kept on the case (no free text, no names)."""
     values: dict[str, Any] = {}
     if reply.referral_quality is not None:

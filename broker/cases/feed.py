@@ -8,16 +8,15 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from adapters.municipal.envelope import envelope
 from broker.cases.context import CaseContext
+from broker.store.ledger import Connection
 from broker.transport.protocol import REPLIES_EXCHANGE, update_routing_key
 
 __all__ = ["dump_update", "update_kela"]
 
 
-async def update_kela(ctx: CaseContext, conn: AsyncConnection, *, event_id: str, referral_id: str,
+async def update_kela(ctx: CaseContext, conn: Connection, *, event_id: str, referral_id: str,
                       sender: str, kela_reference: str, type_: str, at: dt.datetime,
                       data: Mapping[str, Any]) -> None:
     """An entry in Kela's pull feed (`sender`'s, the case's sender), and (when Kela has a webhook

@@ -7,10 +7,6 @@ import datetime as dt
 import json
 import uuid
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from broker.cases.context import CaseContext
 from broker.cases.facts import enum_mask
 from broker.cases.results import AcceptResult
@@ -20,15 +16,15 @@ from broker.domain.errors import Conflict, InvalidInput
 from broker.domain.workdays import helsinki_date
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor
-from broker.store.ledger import CaseRow, new_id, utcnow
-from broker.store.tables import cases, events
+from broker.store import case_queries
+from broker.store.errors import UniqueViolation
+from broker.store.ledger import CaseRow, Connection, new_id, utcnow
 from schemas.enums import CaseState
 from schemas.models import Referral
 
 __all__ = ["Intake"]
 
 S = CaseState
-_INSERT_CASE = cases.insert()  # built once, executed with parameters (see broker.store.ledger)
 
 
 class Intake:
@@ -60,7 +56,7 @@ class Intake:
                 result = await self._insert_referral(conn, sender, referral, sha, area, now)
                 await audit.append(conn, actor, [AuditEntry("referral_received", result.referral_id)],
                                    now)
-        except IntegrityError:
+        except UniqueViolation:
             async with ledger.transaction() as conn:
                 existing = await ledger.case_by_reference(conn, sender, referral.kela_reference)
                 if existing is None:
@@ -69,20 +65,17 @@ class Intake:
         return result
 
     @staticmethod
-    async def _duplicate_referral(conn: AsyncConnection, actor: Actor, case: CaseRow, sha: str,
+    async def _duplicate_referral(conn: Connection, actor: Actor, case: CaseRow, sha: str,
                                   now: dt.datetime) -> AcceptResult:
         if case.body_sha256 != sha:
             raise Conflict("kela_reference was already used for a different referral")
-        first = (await conn.execute(
-            sa.select(events.c.data).where(events.c.referral_id == case.referral_id,
-                                           events.c.type == "received").limit(1))).scalar_one()
-        result = json.loads(first)["result"]
+        result = json.loads(await case_queries.received_data(conn, case.referral_id))["result"]
         await audit.append(conn, actor, [AuditEntry("referral_received", case.referral_id, "duplicate")],
                            now)
         return AcceptResult(case.referral_id, result["state"], result["area"], created=False,
                             reason=result.get("reason"))
 
-    async def _insert_referral(self, conn: AsyncConnection, sender: str, referral: Referral,
+    async def _insert_referral(self, conn: Connection, sender: str, referral: Referral,
                                sha: str, area: str, now: dt.datetime) -> AcceptResult:
         ctx = self._ctx
         referral_id = new_id()
@@ -90,7 +83,7 @@ class Intake:
         stored = referral.model_copy(update={"referral_id": uuid.UUID(referral_id), "received_at": now})
         due = {d.name: d.due_at for d in compute_deadlines(now, referral.kind.value,
                                                            referral.urgency.value, ctx.settings.sla)}
-        await conn.execute(_INSERT_CASE, dict(
+        await case_queries.insert_case(conn, dict(
             received_month=f"{helsinki_date(now):%Y-%m}", reroute_count=0,
             needs_mask=enum_mask(referral.needs), findings_mask=0,
             referral_id=referral_id, sender=sender, kela_reference=referral.kela_reference,

@@ -7,16 +7,14 @@ import datetime as dt
 import json
 from typing import Any
 
-import sqlalchemy as sa
-
 from broker.cases.context import CaseContext
 from broker.cases.feed import update_kela
 from broker.cases.results import Observations
 from broker.domain.errors import Conflict, NotFound
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor, system_actor
+from broker.store import case_queries, dead_letters
 from broker.store.ledger import utcnow
-from broker.store.tables import cases, dead_letters, outbox, processed
 from schemas.enums import CaseState
 
 __all__ = ["DELIVERY_ACTOR", "Outcomes"]
@@ -94,13 +92,11 @@ class Outcomes:
         async with ledger.transaction() as conn:
             if not await ledger.mark_processed(conn, consumer, event_id, now):
                 return False
-            open_dl = (await conn.execute(sa.select(dead_letters.c.id).where(
-                dead_letters.c.event_id == event_id, dead_letters.c.replayed_at.is_(None)))).first()
-            if open_dl is None:
-                await conn.execute(dead_letters.insert().values(
-                    event_id=event_id, referral_id=referral_id, area=area, queue=queue,
+            if not await dead_letters.has_open_dead_letter(conn, event_id):
+                await dead_letters.add_dead_letter(
+                    conn, event_id=event_id, referral_id=referral_id, area=area, queue=queue,
                     exchange=exchange, routing_key=routing_key, reason=reason[:200],
-                    attempts=attempts, body=body, created_at=now))
+                    attempts=attempts, body=body, at=now)
             if ctx.track_done:
                 await ledger.outbox_done(conn, event_id, now)
             case = (await ledger.case_by_id(conn, referral_id, for_update=ledger.is_postgres)
@@ -136,27 +132,22 @@ class Outcomes:
                                   ) -> dict[str, Any]:
         ledger = self._ctx.ledger
         async with ledger.transaction() as conn:
-            dl = (await conn.execute(sa.select(dead_letters).where(
-                dead_letters.c.id == dead_letter_id))).mappings().first()
+            dl = await dead_letters.dead_letter_by_id(conn, dead_letter_id)
             if dl is None:
                 raise NotFound("no such dead letter")
             if dl["replayed_at"] is not None:
                 raise Conflict("this dead letter was already replayed")
-            if dl["referral_id"] and (await conn.execute(sa.select(cases.c.purged_at).where(
-                    cases.c.referral_id == dl["referral_id"]))).scalar() is not None:
+            if dl["referral_id"] and await case_queries.case_purged_at(
+                    conn, dl["referral_id"]) is not None:
                 raise Conflict("the case's personal data was purged (retention): nothing to deliver")
-            await conn.execute(sa.update(dead_letters).where(dead_letters.c.id == dead_letter_id)
-                               .values(replayed_at=now))
-            await conn.execute(sa.delete(processed).where(processed.c.event_id == dl["event_id"]))
+            await dead_letters.mark_replayed(conn, dead_letter_id, now)
+            await dead_letters.forget_processed(conn, dl["event_id"])
             # Same event id on the replayed delivery: receivers that did get it drop the repeat.
-            await conn.execute(sa.update(outbox).where(outbox.c.event_id == dl["event_id"]).values(
-                status="pending", created_at=now, published_at=None, done_at=None))
-            if (await conn.execute(sa.select(outbox.c.id).where(
-                    outbox.c.event_id == dl["event_id"]))).first() is None:
-                await conn.execute(outbox.insert().values(
-                    event_id=dl["event_id"], referral_id=dl["referral_id"], exchange=dl["exchange"],
-                    routing_key=dl["routing_key"], body=dl["body"], status="pending",
-                    created_at=now, publish_attempts=0))
+            await dead_letters.requeue_outbox_event(conn, dl["event_id"], now)
+            if not await dead_letters.outbox_has_event(conn, dl["event_id"]):
+                await dead_letters.insert_outbox_copy(
+                    conn, event_id=dl["event_id"], referral_id=dl["referral_id"],
+                    exchange=dl["exchange"], routing_key=dl["routing_key"], body=dl["body"], at=now)
             state = None
             if dl["referral_id"]:
                 case = await ledger.case_by_id(conn, dl["referral_id"], for_update=ledger.is_postgres)

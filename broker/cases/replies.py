@@ -8,10 +8,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from adapters.municipal.envelope import envelope
 from broker.cases.context import CaseContext
 from broker.cases.facts import milestones, statistics_facts
@@ -23,8 +19,9 @@ from broker.domain.errors import Conflict, InvalidInput, NotFound
 from broker.domain.state_machine import reply_target
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor
-from broker.store.ledger import CaseRow, new_id, utcnow
-from broker.store.tables import events
+from broker.store import case_queries
+from broker.store.errors import UniqueViolation
+from broker.store.ledger import CaseRow, Connection, new_id, utcnow
 from broker.transport.protocol import REFERRALS_EXCHANGE, referral_routing_key
 from schemas.enums import CaseState, Kind
 from schemas.errors import SchemaError
@@ -52,7 +49,7 @@ class Replies:
                 try:
                     result = await self._apply_reply_once(referral_id, data, sha, who, area,
                                                           now or utcnow())
-                except IntegrityError:
+                except UniqueViolation:
                     if attempt == 2:
                         raise
                     continue  # a concurrent duplicate won the unique constraint: re-read and compare
@@ -74,7 +71,7 @@ class Replies:
             except SchemaError as exc:
                 raise InvalidInput(exc.errors) from None
             dedupe_key = f"reply:{reply.reply_id}"
-            previous = await _previous(conn, referral_id, dedupe_key)
+            previous = await case_queries.previous_input(conn, referral_id, dedupe_key)
             if previous is not None:
                 replayed = _replayed(previous, sha, "reply_id")
                 await audit.append(conn, actor, [AuditEntry("reply_applied", referral_id, "duplicate")],
@@ -109,7 +106,7 @@ class Replies:
                 actor=actor.party_id, dedupe_key=dedupe_key, body_sha256=sha,
                 data={"reply": reply_data, "result": result})
             if not await ctx.ledger.set_case(conn, case.pk, case.state, **values):
-                raise IntegrityError("case changed concurrently", None, Exception())
+                raise UniqueViolation("case changed concurrently", None, Exception())
             await update_kela(ctx, conn, event_id=event_id, referral_id=referral_id,
                               sender=case.sender, kela_reference=case.kela_reference,
                               type_="reply", at=now,
@@ -123,7 +120,7 @@ class Replies:
         ctx.observed("reply", obs)
         return ReplyResult(created=True, body=result)
 
-    async def _returned(self, conn: AsyncConnection, case: CaseRow, reply: Reply, now: dt.datetime,
+    async def _returned(self, conn: Connection, case: CaseRow, reply: Reply, now: dt.datetime,
                         values: dict[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
         """Re-route a returned case, or park it as unroutable: the ping-pong guard of issue 6."""
         ctx = self._ctx
@@ -176,7 +173,7 @@ class Replies:
         async with self._ctx.refusal_audited(who, "answer_applied", referral_id):
             try:
                 result = await self._apply_answer_once(referral_id, answer, sha, who, sender, now)
-            except IntegrityError:
+            except UniqueViolation:
                 result = await self._apply_answer_once(referral_id, answer, sha, who, sender, now)
         if result.created:
             self._ctx.on_outbox()
@@ -190,7 +187,7 @@ class Replies:
             if case is None or (sender is not None and case.sender != sender):
                 raise NotFound("no such referral")
             dedupe_key = f"answer:{answer.answer_id}"
-            previous = await _previous(conn, referral_id, dedupe_key)
+            previous = await case_queries.previous_input(conn, referral_id, dedupe_key)
             if previous is not None:
                 replayed = _replayed(previous, sha, "answer_id")
                 await audit.append(conn, actor, [AuditEntry("answer_applied", referral_id, "duplicate")],
@@ -207,7 +204,7 @@ class Replies:
                 data={"answer": answer_data, "result": result})
             if not await ledger.set_case(conn, case.pk, case.state, state=S.IN_PROGRESS.value,
                                          state_changed_at=now):
-                raise IntegrityError("case changed concurrently", None, Exception())
+                raise UniqueViolation("case changed concurrently", None, Exception())
             env = envelope(event_id=event_id, type_="answer", referral_id=referral_id, area=case.area,
                            occurred_at=now, data=answer_data)
             assert case.area is not None
@@ -217,14 +214,6 @@ class Replies:
                                     envelope=env, at=now)
             await audit.append(conn, actor, [AuditEntry("answer_applied", referral_id)], now)
         return ReplyResult(created=True, body=result)
-
-
-async def _previous(conn: AsyncConnection, referral_id: str, dedupe_key: str,
-                    ) -> Mapping[str, Any] | None:
-    """The event an earlier input with this dedupe key wrote, if any."""
-    row = (await conn.execute(sa.select(events.c.body_sha256, events.c.data).where(
-        events.c.referral_id == referral_id, events.c.dedupe_key == dedupe_key))).mappings().first()
-    return dict(row) if row else None
 
 
 def _replayed(previous: Mapping[str, Any], sha: str, key: str) -> ReplyResult:

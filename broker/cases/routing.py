@@ -7,8 +7,6 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from adapters.municipal.envelope import envelope
 from broker.cases.context import CaseContext
 from broker.cases.feed import update_kela
@@ -17,7 +15,7 @@ from broker.domain.errors import Conflict, InvalidInput, NotFound
 from broker.domain.routing import ALAND_AREA
 from broker.security import audit
 from broker.security.audit import Actor, AuditEntry, as_actor
-from broker.store.ledger import utcnow
+from broker.store.ledger import Connection, utcnow
 from broker.transport.protocol import REFERRALS_EXCHANGE, referral_routing_key
 from schemas.enums import CaseState
 
@@ -37,7 +35,7 @@ def route_decision(settings: Settings, area: str | None) -> tuple[str, str | Non
     return S.ROUTED.value, None
 
 
-async def route_to(ctx: CaseContext, conn: AsyncConnection, referral_id: str, kind: str, area: str,
+async def route_to(ctx: CaseContext, conn: Connection, referral_id: str, kind: str, area: str,
                    now: dt.datetime, *, with_events: Sequence[Mapping[str, Any]] = ()) -> None:
     """The `routed` event and the outbox row of the referral's message; `with_events` are
     written in the same round trip, before it."""
@@ -53,7 +51,7 @@ async def route_to(ctx: CaseContext, conn: AsyncConnection, referral_id: str, ki
                                 envelope=env, at=now)
 
 
-async def unroutable(ctx: CaseContext, conn: AsyncConnection, referral_id: str, sender: str,
+async def unroutable(ctx: CaseContext, conn: Connection, referral_id: str, sender: str,
                      kela_reference: str, area: str | None, reason: str, now: dt.datetime) -> None:
     event_id = await ctx.ledger.add_event(conn, referral_id=referral_id, type_="unroutable",
                                           at=now, area=area, data={"reason": reason})

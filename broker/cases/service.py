@@ -16,8 +16,6 @@ import datetime as dt
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from broker.cases.context import CaseContext
 from broker.cases.feed import update_kela
 from broker.cases.intake import Intake
@@ -29,7 +27,7 @@ from broker.cases.routing import AdminRouting, route_decision
 from broker.config.settings import Settings
 from broker.domain.routing import Classification
 from broker.security.audit import Actor
-from broker.store.ledger import CaseRow, Ledger
+from broker.store.ledger import CaseRow, Connection, Ledger
 from schemas.models import Answer, Referral
 
 __all__ = ["CaseService"]
@@ -62,7 +60,7 @@ class CaseService:
         """(state, reason): `routed` when the area has a configured route, else `unroutable`."""
         return route_decision(self.settings, area)
 
-    async def update_kela(self, conn: AsyncConnection, *, event_id: str, referral_id: str,
+    async def update_kela(self, conn: Connection, *, event_id: str, referral_id: str,
                           sender: str, kela_reference: str, type_: str, at: dt.datetime,
                           data: Mapping[str, Any]) -> None:
         """An entry in Kela's feed, in the caller's transaction (see `broker.cases.feed`)."""
