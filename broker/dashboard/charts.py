@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.dashboard.queries import BREAKDOWNS
+from broker.store.overview import BREAKDOWNS
 
 __all__ = ["DASH", "Bar", "Chart", "Point", "Series", "SeriesRow", "overdue_share", "stats_charts",
            "value_text"]

@@ -1,4 +1,5 @@
-"""The dashboard's request handlers: read the request, ask `queries`, render a template.
+"""The dashboard's request handlers: read the request, ask `queries` (`broker.store.overview`), render a
+template.
 
 Server-rendered HTML with no JavaScript, for administrators only (`sessions.viewer_of`). No page shows
 an identity code, a name or any free text: only ids, codes, states and times. Every read of case
@@ -10,12 +11,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from functools import wraps
+from functools import partial, wraps
 from typing import Any
 
 from aiohttp import web
 
-from broker.dashboard import queries
 from broker.dashboard.charts import DASH, stats_charts
 from broker.dashboard.i18n import area_name, catalog, lang_of
 from broker.dashboard.sessions import (
@@ -32,14 +32,15 @@ from broker.dashboard.sessions import (
     viewer_of,
 )
 from broker.dashboard.templating import REFRESH_S, page_of, render, url
+from broker.domain.deadlines import DEADLINES
 from broker.domain.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from broker.domain.months import MONTH, shift_month
 from broker.domain.workdays import HELSINKI
 from broker.runtime.services import SERVICES
 from broker.security.auth import PRINCIPAL, hash_token
+from broker.store import overview as queries
 from broker.store.ledger import utcnow
 from broker.store.statistics import parse_stats_query
-from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES
 from broker.web.cursors import parse_position
 from schemas.hetu import contains_identity_code
 
@@ -79,7 +80,9 @@ def _page(handler: Handler) -> Handler:
 async def overview(request: web.Request) -> web.Response:
     viewer = await viewer_of(request)
     svc = request.app[SERVICES]
-    ov = await queries.load_overview(svc.ledger, svc.settings, svc.classification, lang_of(request))
+    lang = lang_of(request)
+    ov = await queries.load_overview(svc.ledger, svc.settings, svc.classification,
+                                     partial(area_name, svc.classification, lang=lang))
     # The overview names cases (overdue ones, dead letters): who saw which is recorded before the
     # page is sent, as for every other read of case data.
     actor = viewer.actor(request)
@@ -106,12 +109,12 @@ class _Deadline:
 
 def _deadlines(case: Mapping[str, Any], now: dt.datetime) -> list[_Deadline]:
     """The case's stored deadlines, each marked late when it passed unmet while the case is open."""
-    is_open = case["state"] in OPEN_STATES
+    is_open = case["state"] in queries.OPEN_STATES
     out = []
-    for name, (due_col, met_col) in DEADLINE_COLUMNS.items():
-        due, met = case[due_col.name], case[met_col.name]
+    for rule in DEADLINES:
+        due, met = case[rule.due_column], case[rule.met_column]
         if due is not None:
-            out.append(_Deadline(name, due, met, met is None and is_open and due < now))
+            out.append(_Deadline(rule.name, due, met, met is None and is_open and due < now))
     return out
 
 

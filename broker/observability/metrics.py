@@ -1,23 +1,21 @@
 """Prometheus metrics (DESIGN § 8): one class on an injected registry, units in the names.
 
 Counters and histograms move where events happen. The gauges are read from the ledger at scrape
-time by indexed aggregate queries, so several processes never double count and a restart loses
-nothing. Labels carry areas, kinds and reasons: never personal data.
+time (`broker.store.gauges`: indexed aggregate queries), so several processes never double count
+and a restart loses nothing. Labels carry areas, kinds and reasons: never personal data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import DEADLINE_COLUMNS, cases, outbox, unanswered, waiting
+from broker.store.gauges import GaugeSnapshot, read_gauges
+from broker.store.ledger import Ledger
 from schemas.enums import Kind
 
 __all__ = ["LATENCY_BUCKETS", "LedgerGauges", "Metrics"]
@@ -28,14 +26,6 @@ LATENCY_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86400, 2 *
 
 
 
-@dataclass
-class GaugeSnapshot:
-    unanswered: dict[tuple[str, str], int] = field(default_factory=dict)
-    overdue: dict[tuple[str, str], int] = field(default_factory=dict)
-    oldest_unanswered: dict[str, float] = field(default_factory=dict)
-    outbox_pending: int = 0
-
-
 class LedgerGauges(Collector):
     """Yields the last snapshot; `refresh()` (async, before each scrape) fills it from the ledger."""
 
@@ -43,33 +33,7 @@ class LedgerGauges(Collector):
         self.snapshot = GaugeSnapshot()
 
     async def refresh(self, ledger: Ledger, now: dt.datetime | None = None) -> None:
-        now = now or utcnow()
-        snap = GaugeSnapshot()
-        async with ledger.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(cases.c.area, cases.c.urgency, sa.func.count(), sa.func.min(cases.c.delivered_at))
-                .where(unanswered())
-                .group_by(cases.c.area, cases.c.urgency)
-                # SQLite's planner prefers the (state, received_at) index on sampled statistics.
-                .with_hint(cases, "INDEXED BY ix_cases_unanswered", "sqlite"))
-            for area, urgency, n, oldest in rows:
-                snap.unanswered[(area or "", urgency)] = int(n)
-                if oldest is not None:
-                    if oldest.tzinfo is None:
-                        oldest = oldest.replace(tzinfo=dt.UTC)
-                    age = (now - oldest).total_seconds()
-                    snap.oldest_unanswered[area or ""] = max(snap.oldest_unanswered.get(area or "", 0), age)
-            for name, (due, met) in DEADLINE_COLUMNS.items():
-                rows = await conn.execute(
-                    sa.select(cases.c.area, sa.func.count())
-                    .where(waiting(met.name), due < now)
-                    .group_by(cases.c.area))
-                for area, n in rows:
-                    snap.overdue[(area or "", name)] = int(n)
-            snap.outbox_pending = int((await conn.execute(
-                sa.select(sa.func.count()).select_from(outbox).where(outbox.c.status == "pending")
-            )).scalar_one())
-        self.snapshot = snap
+        self.snapshot = await read_gauges(ledger, now)
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         s = self.snapshot

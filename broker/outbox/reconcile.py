@@ -20,14 +20,13 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-import sqlalchemy as sa
 import structlog
 
 from broker.config.settings import ReconcileSettings
 from broker.jobs.periodic import run_periodically
 from broker.observability.metrics import Metrics
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import outbox, processed
+from broker.store.outbox import SentOutbox
 from broker.transport.protocol import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
 
 __all__ = ["CONSUMERS", "ReconciliationSweep", "SweepResult"]
@@ -54,21 +53,8 @@ class ReconciliationSweep:
         self._transport = transport
         self._settings = settings
         self._metrics = metrics
-        settled = sa.exists().where(processed.c.consumer.in_(CONSUMERS),
-                                    processed.c.event_id == outbox.c.event_id)
-        last_seen = sa.func.coalesce(outbox.c.attempted_at, outbox.c.published_at)
-        claim = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.exchange, outbox.c.routing_key,
-                           outbox.c.body, outbox.c.created_at, settled.label("settled"))
-                 .where(outbox.c.status == "sent", last_seen < sa.bindparam("cutoff"))
-                 .order_by(outbox.c.id).limit(settings.batch_size))
-        self._claim = claim.with_for_update(of=outbox, skip_locked=True) if ledger.is_postgres \
-            else claim
-        ids = outbox.c.id.in_(sa.bindparam("ids", expanding=True))
-        self._retire = (sa.update(outbox).where(ids, outbox.c.status == "sent")
-                        .values(status="done", done_at=sa.bindparam("at")))
-        self._republished = (sa.update(outbox).where(ids)
-                             .values(published_at=sa.bindparam("at"), attempted_at=None,
-                                     publish_attempts=outbox.c.publish_attempts + 1))
+        self._rows = SentOutbox(is_postgres=ledger.is_postgres, batch_size=settings.batch_size,
+                                consumers=CONSUMERS)
 
     async def run(self) -> None:
         await run_periodically(self.sweep_once, self._settings.interval_s,
@@ -79,29 +65,29 @@ class ReconciliationSweep:
         now = now or utcnow()
         cutoff = now - dt.timedelta(seconds=self._settings.after_s)
         async with self._ledger.transaction() as conn:
-            rows = (await conn.execute(self._claim, {"cutoff": cutoff})).mappings().all()
-            done = [r["id"] for r in rows if r["settled"]]
-            lost = [r for r in rows if not r["settled"]]
+            rows = await self._rows.claim(conn, cutoff)
+            done = [r.id for r in rows if r.settled]
+            lost = [r for r in rows if not r.settled]
             if done:
-                await conn.execute(self._retire, {"ids": done, "at": now})
+                await self._rows.retire(conn, done, now)
             confirmed: list[int] = []
             for r in lost:
                 message = OutboundMessage(
-                    event_id=r["event_id"], exchange=r["exchange"], routing_key=r["routing_key"],
-                    body=r["body"].encode(),
+                    event_id=r.event_id, exchange=r.exchange, routing_key=r.routing_key,
+                    body=r.body.encode(),
                     # The give-up clock keeps running from the row's creation.
-                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r["created_at"].timestamp())})
+                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r.created_at.timestamp())})
                 try:
                     await self._transport.publish(message)
                 except PublishError as exc:
-                    log.warning("reconcile_publish_unconfirmed", event_id=r["event_id"],
+                    log.warning("reconcile_publish_unconfirmed", event_id=r.event_id,
                                 error=str(exc))
                     continue
-                confirmed.append(r["id"])
-                log.warning("reconcile_republished", event_id=r["event_id"],
-                            referral_id=_referral_of(r["routing_key"], r["body"]))
+                confirmed.append(r.id)
+                log.warning("reconcile_republished", event_id=r.event_id,
+                            referral_id=_referral_of(r.routing_key, r.body))
             if confirmed:
-                await conn.execute(self._republished, {"ids": confirmed, "at": now})
+                await self._rows.mark_republished(conn, confirmed, now)
         result = SweepResult(examined=len(rows), settled=len(done), republished=len(confirmed),
                              unconfirmed=len(lost) - len(confirmed))
         self._metrics.reconcile_sweeps.inc()

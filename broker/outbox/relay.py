@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from broker.config.settings import RelaySettings
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import outbox
+from broker.store.outbox import PendingOutbox
 from broker.transport.protocol import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
 
 __all__ = ["OutboxRelay"]
@@ -32,21 +30,7 @@ class OutboxRelay:
         self._transport = transport
         self._settings = settings
         self._wake = asyncio.Event()
-        # Built once: a statement made anew each round is re-hashed into SQLAlchemy's cache key.
-        claim = (sa.select(outbox.c.id, outbox.c.event_id, outbox.c.exchange, outbox.c.routing_key,
-                           outbox.c.body, outbox.c.created_at)
-                 .where(outbox.c.status == "pending").order_by(outbox.c.id).limit(settings.batch_size))
-        self._claim = claim.with_for_update(skip_locked=True) if ledger.is_postgres else claim
-        if ledger.is_postgres:
-            # One statement for every batch size: `IN (...)` of n ids is a new prepared statement for
-            # each n, and asyncpg keeps 100 per pooled connection (memory, and re-prepares of the
-            # hot statements it evicts).
-            ids = outbox.c.id == sa.any_(sa.bindparam("ids", type_=ARRAY(sa.BigInteger)))
-        else:
-            ids = outbox.c.id.in_(sa.bindparam("ids", expanding=True))
-        self._mark_sent = (sa.update(outbox).where(ids, outbox.c.status == "pending")
-                           .values(status="sent", published_at=sa.bindparam("published_at"),
-                                   publish_attempts=outbox.c.publish_attempts + 1))
+        self._rows = PendingOutbox(is_postgres=ledger.is_postgres, batch_size=settings.batch_size)
 
     def notify(self) -> None:
         """Called after a commit that wrote outbox rows: relay now rather than at the next poll."""
@@ -72,23 +56,23 @@ class OutboxRelay:
     async def drain_once(self) -> int:
         """Publish one batch; returns how many rows were confirmed."""
         async with self._ledger.transaction() as conn:
-            rows = (await conn.execute(self._claim)).mappings().all()
+            rows = await self._rows.claim(conn)
             if not rows:
                 return 0
             messages = [
                 OutboundMessage(
-                    event_id=r["event_id"], exchange=r["exchange"], routing_key=r["routing_key"],
-                    body=r["body"].encode(),
-                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r["created_at"].timestamp())},
+                    event_id=r.event_id, exchange=r.exchange, routing_key=r.routing_key,
+                    body=r.body.encode(),
+                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r.created_at.timestamp())},
                 )
                 for r in rows
             ]
             results = await asyncio.gather(*(self._transport.publish(m) for m in messages),
                                            return_exceptions=True)
-            confirmed = [r["id"] for r, res in zip(rows, results, strict=True) if res is None]
+            confirmed = [r.id for r, res in zip(rows, results, strict=True) if res is None]
             failed = [res for res in results if res is not None]
             if confirmed:
-                await conn.execute(self._mark_sent, {"ids": confirmed, "published_at": utcnow()})
+                await self._rows.mark_sent(conn, confirmed, utcnow())
         if failed:
             unexpected = [f for f in failed if not isinstance(f, PublishError)]
             log.warning("outbox_publish_unconfirmed", count=len(failed),

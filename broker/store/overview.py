@@ -1,5 +1,6 @@
 """The dashboard's reads of the ledger (SQLAlchemy Core): the overview's aggregates, the case lookup and
-timeline, and the statistics page's combined rows.
+timeline, and the statistics page's combined rows. `broker.dashboard.views` calls them; the names shown
+for areas come from the dashboard (`name_of`), in the page's language.
 
 Every figure on the overview comes from a grouped aggregate query over an existing index (each query
 names its index); no page ever loads a whole case. What leaves the ledger here is ids, codes, states and
@@ -13,7 +14,7 @@ import datetime as dt
 import json
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.config.settings import Settings
-from broker.dashboard.i18n import area_name
 from broker.domain.routing import Classification
 from broker.domain.workdays import working_days_between
 from broker.store.ledger import Ledger, is_referral_id, utcnow
@@ -33,6 +33,7 @@ from schemas.enums import Finding, Outcome, ReferralQuality
 
 __all__ = [
     "BREAKDOWNS",
+    "OPEN_STATES",
     "OVERDUE_LIST_LIMIT",
     "AreaRow",
     "DeadLetterItem",
@@ -168,14 +169,15 @@ def _float(value: Any) -> float | None:
 
 
 async def load_overview(ledger: Ledger, settings: Settings, classification: Classification,
-                        lang: str = "fi", now: dt.datetime | None = None) -> Overview:
-    """Every figure of the overview, by grouped aggregate queries (see each for its index)."""
+                        name_of: Callable[[str], str], now: dt.datetime | None = None) -> Overview:
+    """Every figure of the overview, by grouped aggregate queries (see each for its index); an
+    area's row is named by `name_of(code)`."""
     now = now or utcnow()
     codes = list(classification.areas)
     async with ledger.engine.connect() as conn:
         present = await _areas_with_cases(conn, codes)
         routed = {r.area for r in settings.routes if r.area in classification.areas}
-        rows = {c: AreaRow(c, area_name(classification, c, lang)) for c in codes
+        rows = {c: AreaRow(c, name_of(c)) for c in codes
                 if c in present or c in routed}
 
         # Open cases by area: index-only on ix_cases_area_state, one seek per (area, state) pair.
