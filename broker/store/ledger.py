@@ -25,7 +25,6 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import await_only
 
@@ -40,7 +39,11 @@ from broker.store.tables import (
     updates,
 )
 
-__all__ = ["CaseRow", "Ledger", "is_referral_id", "new_id", "utcnow"]
+__all__ = ["CaseRow", "Connection", "Engine", "Ledger", "is_referral_id", "new_id", "utcnow"]
+
+# What modules outside the store name a connection and an engine by: they never import SQLAlchemy.
+Connection = AsyncConnection
+Engine = AsyncEngine
 
 # A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
 # in order (no reader can page past a sequence number that commits later).
@@ -454,7 +457,7 @@ class Ledger:
             )).scalar_one())
 
 
-def _alembic_upgrade(connection: Connection) -> None:
+def _alembic_upgrade(connection: sa.engine.Connection) -> None:
     from alembic import command
     from alembic.config import Config
 
