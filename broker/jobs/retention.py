@@ -30,15 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.domain.workdays import HELSINKI, helsinki_date
 from broker.jobs.periodic import run_periodically
 from broker.security.audit import Actor, AuditEntry, append, chain_of, system_actor
-from broker.store.ledger import Ledger, dumps, utcnow
-from broker.store.tables import PURGEABLE_SQL, cases, dead_letters, events, outbox, updates
+from broker.store import retention as queries
+from broker.store.ledger import Connection, Ledger, dumps, utcnow
 
 __all__ = [
     "PurgePlan", "RetentionJob", "minimal_data", "minimal_envelope", "plan", "policy_cutoff", "purge",
@@ -128,12 +126,6 @@ def _instant(closed_before: dt.date) -> dt.datetime:
     return dt.datetime.combine(closed_before, dt.time(), HELSINKI).astimezone(dt.UTC)
 
 
-def _purgeable(before: dt.datetime) -> sa.ColumnElement[bool]:
-    # Literal predicate: SQLite uses the partial index ix_cases_purgeable only when the WHERE
-    # repeats the index's predicate term for term.
-    return sa.and_(sa.text(PURGEABLE_SQL), cases.c.closed_at < before)
-
-
 # --- dry run -------------------------------------------------------------------------------------
 
 
@@ -152,25 +144,12 @@ class PurgePlan:
 async def plan(ledger: Ledger, closed_before: dt.date) -> PurgePlan:
     """What `purge` would do now: the cases it would take, oldest closing first. Changes nothing."""
     async with ledger.engine.connect() as conn:
-        rows = (await conn.execute(
-            sa.select(cases.c.referral_id, cases.c.closed_at)
-            .where(_purgeable(_instant(closed_before)))
-            .order_by(cases.c.closed_at, cases.c.pk))).all()
+        rows = await queries.purgeable_cases(conn, _instant(closed_before))
     return PurgePlan(closed_before, tuple(r[0] for r in rows),
                      rows[0][1] if rows else None, rows[-1][1] if rows else None)
 
 
 # --- purge ---------------------------------------------------------------------------------------
-
-_SET_EVENT = (sa.update(events).where(events.c.seq == sa.bindparam("k"))
-              .values(data=sa.bindparam("v")))
-_SET_UPDATE = (sa.update(updates).where(updates.c.seq == sa.bindparam("k"))
-               .values(data=sa.bindparam("v")))
-_SET_OUTBOX = (sa.update(outbox).where(outbox.c.id == sa.bindparam("k"))
-               .values(body=sa.bindparam("v")))
-_SET_DEAD = (sa.update(dead_letters).where(dead_letters.c.id == sa.bindparam("k"))
-             .values(body=sa.bindparam("v")))
-
 
 async def purge(ledger: Ledger, closed_before: dt.date, actor: Actor, *, batch: int = 200,
                 now: dt.datetime | None = None) -> int:
@@ -192,35 +171,22 @@ async def _purge_batch(ledger: Ledger, before: dt.datetime, actor: Actor, batch:
                        now: dt.datetime) -> tuple[int, int]:
     """(cases taken, cases purged): they differ only when another writer was first."""
     async with ledger.transaction() as conn:
-        pks = (await conn.execute(
-            sa.select(cases.c.pk).where(_purgeable(before))
-            .order_by(cases.c.closed_at, cases.c.pk).limit(batch)
-            .with_for_update(skip_locked=True))).scalars().all()
+        pks = await queries.take_batch(conn, before, batch)
         if not pks:
             return 0, 0
-        # The predicate again, in the write: on SQLite the read above is not part of the write
-        # transaction, so another engine may have purged some of these cases in between.
-        ids = [str(r) for r in (await conn.execute(
-            sa.update(cases).where(cases.c.pk.in_(pks), sa.text(PURGEABLE_SQL))
-            .values(referral_json=None, purged_at=now).returning(cases.c.referral_id))).scalars()]
+        ids = await queries.clear_referrals(conn, pks, now)
         if not ids:
             return len(pks), 0
-        await _rewrite(conn, _SET_EVENT, sa.select(events.c.seq, events.c.data).where(
-            events.c.referral_id.in_(ids), events.c.data.is_not(None)), _minimal_json)
-        await _rewrite(conn, _SET_UPDATE, sa.select(updates.c.seq, updates.c.data).where(
-            updates.c.referral_id.in_(ids)), _minimal_json)
-        for table, stmt in ((outbox, _SET_OUTBOX), (dead_letters, _SET_DEAD)):
-            found = (await conn.execute(
-                sa.select(table.c.id, table.c.body, table.c.event_id, table.c.referral_id)
-                .where(table.c.referral_id.in_(ids)))).all()
-            params = []
-            for key, body, event_id, referral_id in found:
+        await _rewrite(conn, queries.EVENT_DATA, ids, _minimal_json)
+        await _rewrite(conn, queries.UPDATE_DATA, ids, _minimal_json)
+        for envelopes in (queries.OUTBOX_BODIES, queries.DEAD_LETTER_BODIES):
+            changes = []
+            for key, body, event_id, referral_id in await envelopes.rows(conn, ids):
                 new = minimal_envelope(body, fallback={"event_id": event_id,
                                                        "referral_id": referral_id})
                 if new != body:
-                    params.append({"k": key, "v": new})
-            if params:
-                await conn.execute(stmt, params)
+                    changes.append((key, new))
+            await envelopes.write(conn, changes)
         await _audit(conn, actor, ids, now)
     return len(pks), len(ids)
 
@@ -233,18 +199,17 @@ def _minimal_json(raw: str) -> str:
     return dumps(minimal_data(data if isinstance(data, dict) else {}))
 
 
-async def _rewrite(conn: AsyncConnection, stmt: sa.Update, query: sa.Select[Any],
+async def _rewrite(conn: Connection, column: queries.Rewritable, referral_ids: Sequence[str],
                    rewrite: Callable[[str], str]) -> None:
-    params = []
-    for key, raw in (await conn.execute(query)).all():
+    changes = []
+    for key, raw in await column.rows(conn, referral_ids):
         new = rewrite(raw)
         if new != raw:
-            params.append({"k": key, "v": new})
-    if params:
-        await conn.execute(stmt, params)
+            changes.append((key, new))
+    await column.write(conn, changes)
 
 
-async def _audit(conn: AsyncConnection, actor: Actor, referral_ids: Sequence[str],
+async def _audit(conn: Connection, actor: Actor, referral_ids: Sequence[str],
                  now: dt.datetime) -> None:
     """One `purged` record per case, each in its case's own chain.
 

@@ -11,24 +11,22 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.exc import IntegrityError
 
 from adapters.municipal.envelope import envelope
 from broker.cases.service import CaseService
 from broker.jobs.periodic import run_periodically
 from broker.security import audit
 from broker.security.audit import AuditEntry, system_actor
+from broker.store import sla
 from broker.store.ledger import Ledger, utcnow
-from broker.store.tables import DEADLINE_COLUMNS, OPEN_STATES, cases, waiting
 from broker.transport.protocol import REFERRALS_EXCHANGE, referral_routing_key
 
 __all__ = ["SlaClock"]
 
 log = structlog.get_logger(__name__)
 
-_OPEN = OPEN_STATES
+_OPEN = sla.OPEN_STATES
 _CLOCK = system_actor("sla_clock")
 
 
@@ -47,34 +45,29 @@ class SlaClock:
         """Escalate every deadline that passed unmet; returns how many escalations were written."""
         now = now or utcnow()
         written = 0
-        for name, (due, met) in DEADLINE_COLUMNS.items():
+        for name in sla.DEADLINES:
             async with self._ledger.engine.connect() as conn:
-                rows = (await conn.execute(
-                    sa.select(cases.c.referral_id)
-                    .where(waiting(met.name), due < now, sa.not_(cases.c.escalated.contains(name)))
-                    .order_by(due).limit(self._batch))).scalars().all()
+                rows = await sla.overdue(conn, name, now, self._batch)
             for referral_id in rows:
-                with contextlib.suppress(IntegrityError):  # another process was first: fine
+                with contextlib.suppress(sla.IntegrityError):  # another process was first: fine
                     written += await self._escalate(referral_id, name, now)
         if written:
             log.info("escalations_written", count=written)
         return written
 
     async def _escalate(self, referral_id: str, name: str, now: dt.datetime) -> int:
-        due_col, met_col = DEADLINE_COLUMNS[name]
         async with self._ledger.transaction() as conn:
             case = await self._ledger.case_by_id(conn, referral_id, for_update=self._ledger.is_postgres)
-            if case is None or name in case.escalated.split(",") or case.state not in _OPEN:
+            if case is None or sla.is_escalated(case, name) or case.state not in _OPEN:
                 return 0
-            due = getattr(case, due_col.name)
-            if due is None or due >= now or getattr(case, met_col.name) is not None:
+            due, met = sla.deadline_of(case, name)
+            if due is None or due >= now or met is not None:
                 return 0
             data = {"deadline": name, "due_at": due.isoformat(), "state": case.state}
             event_id = await self._ledger.add_event(
                 conn, referral_id=referral_id, type_="escalation", at=now, area=case.area,
                 dedupe_key=f"escalation:{name}", data=data)
-            escalated = ",".join([*[e for e in case.escalated.split(",") if e], name])
-            await self._ledger.set_case(conn, case.pk, None, escalated=escalated)
+            await sla.mark_escalated(conn, case, name)
             await self._cases.update_kela(conn, event_id=event_id, referral_id=referral_id,
                                           sender=case.sender,
                                           kela_reference=case.kela_reference, type_="escalation",

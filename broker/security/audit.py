@@ -23,18 +23,12 @@ import json
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from typing import Any, Literal
 
 from broker.domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from broker.store.tables import audit, audit_heads
-
-if TYPE_CHECKING:
-    from broker.store.ledger import Ledger
+from broker.store import audit_chain
+from broker.store.ledger import Connection, Engine, Ledger
 
 __all__ = [
     "AUDITED_ACTIONS", "CHAINS", "GENESIS", "Actor", "AuditEntry", "BrokenLink", "VerifyReport",
@@ -117,36 +111,6 @@ class AuditEntry:
     outcome: str = "ok"
 
 
-_BUMP_HEAD = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindparam("c"))
-              .values(n=audit_heads.c.n + sa.bindparam("k"))
-              .returning(audit_heads.c.n, audit_heads.c.hash))
-_SET_HEAD_HASH = (sa.update(audit_heads).where(audit_heads.c.chain == sa.bindparam("c"))
-                  .values(hash=sa.bindparam("h")))
-_INSERT = audit.insert()
-
-# PostgreSQL appends one record in one round trip: the head is locked, advanced and re-hashed and the
-# record inserted by one statement, the hash computed by the server over exactly the text that
-# `record_hash` hashes (the fields after `n` arrive as one pre-joined parameter, `tail`).
-_APPEND_ONE_PG = sa.text("""
-WITH old AS (
-    SELECT chain, n, hash FROM audit_heads WHERE chain = :c FOR UPDATE
-), head AS (
-    UPDATE audit_heads AS a
-    SET n = old.n + 1,
-        hash = encode(sha256(convert_to(
-            old.hash || :sep || old.chain::text || :sep || (old.n + 1)::text || :tail, 'UTF8')), 'hex')
-    FROM old WHERE a.chain = old.chain
-    RETURNING a.n, a.hash, old.hash AS prev_hash
-)
-INSERT INTO audit (chain, n, at, party_id, role, action, referral_id, request_id, outcome,
-                   prev_hash, hash)
-SELECT :c, head.n, :at, :party_id, :role, :action, :referral_id, :request_id, :outcome,
-       head.prev_hash, head.hash
-FROM head
-RETURNING n
-""").bindparams(sa.bindparam("at", type_=audit.c.at.type))
-
-
 def _safe(entry: AuditEntry) -> AuditEntry:
     """A referral id is kept only as a canonical UUID: whatever else a caller put in a URL where a
     case id belongs (an identity code or a name typed by mistake) must not be stored here."""
@@ -169,7 +133,7 @@ def _stamp(at: dt.datetime) -> str:
 
 
 def _tail(row: dict[str, Any]) -> str:
-    """The hashed text after `n`, from the separator on (see `_APPEND_ONE_PG`)."""
+    """The hashed text after `n`, from the separator on (see `audit_chain.append_one_pg`)."""
     fields = (_stamp(row["at"]), row["party_id"], row["role"], row["action"], row["referral_id"] or "",
               row["request_id"] or "", row["outcome"])
     return _SEP + _SEP.join(fields)
@@ -180,7 +144,7 @@ def record_hash(prev_hash: str, row: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEntry],
+async def append(conn: Connection, actor: Actor, entries: Sequence[AuditEntry],
                  at: dt.datetime) -> None:
     """Append `entries` to one chain inside the caller's transaction.
 
@@ -194,10 +158,10 @@ async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEnt
     if len(entries) == 1 and conn.dialect.name == "postgresql":
         await _append_one_pg(conn, chain, actor, entries[0], at)
         return
-    head = (await conn.execute(_BUMP_HEAD, {"c": chain, "k": len(entries)})).first()
+    head = await audit_chain.bump_head(conn, chain, len(entries))
     if head is None:
         raise RuntimeError(f"audit chain {chain} has no head row (is the ledger migrated?)")
-    last_n, prev = int(head[0]), str(head[1])
+    last_n, prev = head
     rows = []
     for i, entry in enumerate(entries):
         row: dict[str, Any] = {
@@ -209,19 +173,17 @@ async def append(conn: AsyncConnection, actor: Actor, entries: Sequence[AuditEnt
         row["prev_hash"] = prev
         row["hash"] = prev = record_hash(prev, row)
         rows.append(row)
-    await conn.execute(_INSERT, rows)
-    await conn.execute(_SET_HEAD_HASH, {"c": chain, "h": prev})
+    await audit_chain.insert_records(conn, rows)
+    await audit_chain.set_head_hash(conn, chain, prev)
 
 
-async def _append_one_pg(conn: AsyncConnection, chain: int, actor: Actor, entry: AuditEntry,
+async def _append_one_pg(conn: Connection, chain: int, actor: Actor, entry: AuditEntry,
                          at: dt.datetime) -> None:
     row: dict[str, Any] = {
         "at": at, "party_id": actor.party_id[:64], "role": actor.role[:16], "action": entry.action,
         "referral_id": entry.referral_id, "request_id": actor.request_id, "outcome": entry.outcome,
     }
-    done = (await conn.execute(_APPEND_ONE_PG, {**row, "c": chain, "sep": _SEP, "tail": _tail(row)})
-            ).first()
-    if done is None:
+    if not await audit_chain.append_one_pg(conn, chain, row, sep=_SEP, tail=_tail(row)):
         raise RuntimeError(f"audit chain {chain} has no head row (is the ledger migrated?)")
 
 
@@ -258,22 +220,22 @@ class VerifyReport:
         return self.broken is None
 
 
-async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
+async def verify(engine: Engine, *, batch: int = 5000) -> VerifyReport:
     """Walk every chain from its first record; stop at the first broken link.
 
-    The heads and the chains are read in one snapshot (`_snapshot`): a record and the head that
-    counts it commit together, so on a live ledger both are in the snapshot or neither is, and any
-    difference between a chain and its head is tampering, not a write that landed mid-walk. Rows
-    come in batches of `batch`, so a large ledger is never held in memory.
+    The heads and the chains are read in one snapshot (`audit_chain.snapshot`): a record and the
+    head that counts it commit together, so on a live ledger both are in the snapshot or neither
+    is, and any difference between a chain and its head is tampering, not a write that landed
+    mid-walk. Rows come in batches of `batch`, so a large ledger is never held in memory.
     """
     report = VerifyReport()
-    async with _snapshot(engine) as conn:
-        heads = (await conn.execute(sa.select(audit_heads).order_by(audit_heads.c.chain))).all()
-        await _check_in_transaction(conn)
+    async with audit_chain.snapshot(engine) as conn:
+        heads = await audit_chain.heads(conn)
+        await audit_chain.check_in_transaction(conn)
         for chain, head_n, head_hash in heads:
-            report.heads[int(chain)] = (int(head_n), str(head_hash))
+            report.heads[chain] = (head_n, head_hash)
             expected_n, prev = 1, GENESIS
-            async for row in _chain_rows(conn, int(chain), batch):
+            async for row in audit_chain.chain_rows(conn, chain, batch):
                 report.records += 1
                 broken = _check(row, expected_n, prev)
                 if broken is not None:
@@ -282,60 +244,11 @@ async def verify(engine: AsyncEngine, *, batch: int = 5000) -> VerifyReport:
                 expected_n, prev = expected_n + 1, row["hash"]
             if expected_n - 1 != head_n or prev != head_hash:
                 report.broken = BrokenLink(
-                    int(chain), expected_n, None,
+                    chain, expected_n, None,
                     f"chain ends at record {expected_n - 1} but its head says {head_n} "
                     "(records after it were removed, or the head was changed)")
                 return report
     return report
-
-
-@asynccontextmanager
-async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A read-only transaction whose every read sees the ledger as it was at its first read.
-
-    PostgreSQL: REPEATABLE READ, READ ONLY. Its reads take no lock that blocks a writer (only
-    ACCESS SHARE, which conflicts with DDL alone). SQLite: an explicit BEGIN. The driver opens a
-    transaction of its own only before INSERT/UPDATE/DELETE, so without it each SELECT would be its
-    own snapshot. In WAL mode a read transaction does not block the writer. It is rolled back: it
-    wrote nothing. The pool's connection keeps its driver settings (only this one
-    transaction is explicit), so the service's write transactions are unchanged.
-    """
-    async with engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            conn = await conn.execution_options(isolation_level="REPEATABLE READ",
-                                                postgresql_readonly=True)
-            async with conn.begin():
-                yield conn
-            return
-        await conn.exec_driver_sql("BEGIN")
-        try:
-            yield conn
-        finally:
-            await conn.rollback()
-
-
-async def _check_in_transaction(conn: AsyncConnection) -> None:
-    """Refuse to verify outside one snapshot (a driver that ignored BEGIN): a false alarm on a live
-    ledger is what this prevents."""
-    if conn.dialect.name != "sqlite":
-        return
-    raw = await conn.get_raw_connection()
-    if not raw.driver_connection.in_transaction:  # type: ignore[union-attr]
-        raise RuntimeError("audit verify: the SQLite reads are not in one transaction")
-
-
-async def _chain_rows(conn: AsyncConnection, chain: int, batch: int,
-                      ) -> AsyncIterator[dict[str, Any]]:
-    after = 0
-    while True:
-        rows = (await conn.execute(
-            sa.select(audit).where(audit.c.chain == chain, audit.c.n > after)
-            .order_by(audit.c.n).limit(batch))).mappings().all()
-        if not rows:
-            return
-        for r in rows:
-            yield dict(r)
-        after = int(rows[-1]["n"])
 
 
 def _check(row: dict[str, Any], expected_n: int, prev: str) -> BrokenLink | None:
@@ -352,20 +265,15 @@ def _check(row: dict[str, Any], expected_n: int, prev: str) -> BrokenLink | None
 # --- export ------------------------------------------------------------------------------------
 
 
-async def export(engine: AsyncEngine, start: dt.datetime, end: dt.datetime, *,
+async def export(engine: Engine, start: dt.datetime, end: dt.datetime, *,
                  referral_id: str | None = None, party_id: str | None = None,
                  batch: int = 5000) -> AsyncIterator[str]:
     """JSON lines of the records in [start, end), oldest first, for a controller's access request."""
-    q = sa.select(audit).where(audit.c.at >= start, audit.c.at < end)
-    if referral_id is not None:
-        q = q.where(audit.c.referral_id == referral_id)
-    if party_id is not None:
-        q = q.where(audit.c.party_id == party_id)
+    query = audit_chain.ExportQuery(start, end, referral_id=referral_id, party_id=party_id)
     after = 0
     async with engine.connect() as conn:
         while True:
-            rows = (await conn.execute(q.where(audit.c.seq > after).order_by(audit.c.seq)
-                                       .limit(batch))).mappings().all()
+            rows = await query.batch(conn, after, batch)
             if not rows:
                 return
             for r in rows:

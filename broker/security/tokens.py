@@ -11,23 +11,20 @@ token still works until then, which gives the party time to switch without a sec
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import sqlalchemy as sa
+from typing import Any, Literal
 
 from broker.config.settings import Party
 from broker.domain.errors import NotFound
 from broker.security.audit import Actor, AuditEntry, append
 from broker.security.auth import hash_token, new_token
+from broker.store import tokens as queries
 from broker.store.ledger import Ledger, new_id
-from broker.store.tables import access_tokens
 
 __all__ = ["IssuedToken", "TokenInfo", "TokenStatus", "TokenStore"]
 
 TokenStatus = Literal["active", "expired", "revoked"]
-
-_BY_HASH = sa.select(access_tokens).where(access_tokens.c.token_sha256 == sa.bindparam("h"))
 
 
 @dataclass(frozen=True)
@@ -66,7 +63,7 @@ class IssuedToken:
     token: str  # plaintext: shown once, never stored
 
 
-def _info(row: sa.RowMapping) -> TokenInfo:
+def _info(row: Mapping[Any, Any]) -> TokenInfo:
     return TokenInfo(id=row["id"], party_id=row["party_id"], role=row["role"], area=row["area"],
                      created_at=row["created_at"], expires_at=row["expires_at"],
                      revoked_at=row["revoked_at"], central_reader=bool(row["central_reader"]))
@@ -78,7 +75,7 @@ class TokenStore:
 
     async def lookup(self, token_sha256: str) -> TokenInfo | None:
         async with self._ledger.engine.connect() as conn:
-            row = (await conn.execute(_BY_HASH, {"h": token_sha256})).mappings().first()
+            row = await queries.token_by_hash(conn, token_sha256)
         return _info(row) if row is not None else None
 
     async def create(self, party_id: str, role: str, area: str | None, *, actor: Actor,
@@ -94,10 +91,10 @@ class TokenStore:
                          created_at=now, expires_at=now + expires_in if expires_in else None,
                          revoked_at=None, central_reader=party.central_reader)
         async with self._ledger.transaction() as conn:
-            await conn.execute(access_tokens.insert().values(
-                id=info.id, token_sha256=party.token_sha256, party_id=info.party_id, role=info.role,
-                area=info.area, central_reader=info.central_reader, created_at=info.created_at,
-                expires_at=info.expires_at))
+            await queries.insert_token(
+                conn, id=info.id, token_sha256=party.token_sha256, party_id=info.party_id,
+                role=info.role, area=info.area, central_reader=info.central_reader,
+                created_at=info.created_at, expires_at=info.expires_at)
             await append(conn, actor, [AuditEntry("token_created")], now)
         return IssuedToken(info, token)
 
@@ -112,8 +109,7 @@ class TokenStore:
         newest = max(current, key=lambda t: t.created_at)
         issued = await self.create(party_id, newest.role, newest.area, actor=actor, now=now,
                                    expires_in=expires_in, central_reader=newest.central_reader)
-        await self._revoke(sa.and_(access_tokens.c.party_id == party_id,
-                                   access_tokens.c.id != issued.info.id),
+        await self._revoke(party_id=party_id, keep=issued.info.id,
                            actor=actor, now=now, at=now + grace, action="token_rotated")
         return issued
 
@@ -122,28 +118,21 @@ class TokenStore:
         """Revoke one token by id, or every token of a party; returns how many were revoked."""
         if (token_id is None) == (party_id is None):
             raise ValueError("give exactly one of token_id and party_id")
-        where = (access_tokens.c.id == token_id if token_id is not None
-                 else access_tokens.c.party_id == party_id)
-        count = await self._revoke(where, actor=actor, now=now, at=now, action="token_revoked")
+        count = await self._revoke(token_id=token_id, party_id=party_id,
+                                   actor=actor, now=now, at=now, action="token_revoked")
         if count == 0 and token_id is not None:
             raise NotFound(f"no usable token with id {token_id}")
         return count
 
-    async def _revoke(self, where: sa.ColumnElement[bool], *, actor: Actor, now: dt.datetime,
-                      at: dt.datetime, action: str) -> int:
-        # Only tokens that would still work at `at` move: an earlier revoke is never pushed later.
-        still_usable = sa.or_(access_tokens.c.revoked_at.is_(None), access_tokens.c.revoked_at > at)
+    async def _revoke(self, *, token_id: str | None = None, party_id: str | None = None,
+                      keep: str | None = None, actor: Actor, now: dt.datetime, at: dt.datetime,
+                      action: str) -> int:
         async with self._ledger.transaction() as conn:
-            result = await conn.execute(sa.update(access_tokens).where(where, still_usable)
-                                        .values(revoked_at=at))
-            count = int(result.rowcount)
+            count = await queries.revoke(conn, at, token_id=token_id, party_id=party_id, keep=keep)
             if count:
                 await append(conn, actor, [AuditEntry(action)] * count, now)
         return count
 
     async def list(self, *, party_id: str | None = None) -> list[TokenInfo]:
-        query = sa.select(access_tokens).order_by(access_tokens.c.party_id, access_tokens.c.created_at)
-        if party_id is not None:
-            query = query.where(access_tokens.c.party_id == party_id)
         async with self._ledger.engine.connect() as conn:
-            return [_info(r) for r in (await conn.execute(query)).mappings()]
+            return [_info(r) for r in await queries.list_tokens(conn, party_id=party_id)]

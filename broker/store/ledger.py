@@ -40,10 +40,11 @@ from broker.store.tables import (
     updates,
 )
 
-__all__ = ["CaseRow", "Connection", "Ledger", "is_referral_id", "new_id", "utcnow"]
+__all__ = ["CaseRow", "Connection", "Engine", "Ledger", "is_referral_id", "new_id", "utcnow"]
 
-# What the callers of the store type a connection with (they never import SQLAlchemy themselves).
+# What modules outside the store name a connection and an engine by: they never import SQLAlchemy.
 Connection = AsyncConnection
+Engine = AsyncEngine
 
 # A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
 # in order (no reader can page past a sequence number that commits later).

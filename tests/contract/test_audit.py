@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-import broker.security.audit
+import broker.store.audit_chain
 from broker.cli import app as cli_app
 from broker.devtools.harness import wait_for
 from broker.security.audit import (
@@ -323,7 +323,7 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
     ledger = services_of(client).ledger
     seeded = await _seed(ledger, per_chain=2, per_transaction=3)
     walking, resume = asyncio.Event(), asyncio.Event()
-    chain_rows = broker.security.audit._chain_rows
+    chain_rows = broker.store.audit_chain.chain_rows
 
     async def paused_chain_rows(conn: Any, chain: int, batch: int) -> AsyncIterator[dict[str, Any]]:
         async for row in chain_rows(conn, chain, batch):
@@ -332,7 +332,7 @@ async def test_records_committed_mid_verify_are_outside_its_snapshot(make_client
                 walking.set()
                 await resume.wait()
 
-    monkeypatch.setattr(broker.security.audit, "_chain_rows", paused_chain_rows)
+    monkeypatch.setattr(broker.store.audit_chain, "chain_rows", paused_chain_rows)
     task = asyncio.create_task(verify(ledger.engine, batch=2))
     try:
         await asyncio.wait_for(walking.wait(), timeout=10)

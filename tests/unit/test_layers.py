@@ -1,5 +1,6 @@
-"""The layers contract of broker/ (pyproject's [tool.importlinter]) holds, and it can fail: a copy of
-the package with one upward import (the API importing the dashboard) breaks it."""
+"""The import contracts of broker/ (pyproject's [tool.importlinter]) hold, and they can fail: a copy
+of the package with one upward import (the API importing the dashboard), or with SQLAlchemy imported
+by the case logic, breaks them."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ def test_the_layers_contract_is_kept() -> None:
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broker layers KEPT" in result.stdout
+    assert "SQL only in broker.store KEPT" in result.stdout
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
@@ -34,3 +36,16 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     assert "broker layers BROKEN" in result.stdout
     assert "broker.http.routes -> broker.dashboard.views" in result.stdout
+
+
+def test_sql_outside_the_store_breaks_the_contract(tmp_path: Path) -> None:
+    shutil.copytree(ROOT / "broker", tmp_path / "broker",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    replies = tmp_path / "broker" / "cases" / "replies.py"
+    replies.write_text(replies.read_text("utf-8") + "\nimport sqlalchemy  # SQL in the case logic\n",
+                       "utf-8")
+    result = _lint(tmp_path)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SQL only in broker.store BROKEN" in result.stdout
+    assert "broker.cases.replies -> sqlalchemy" in result.stdout
