@@ -55,8 +55,8 @@ async def _truncate_pg(url: str) -> None:
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.cases') IS NOT NULL")
         if exists:
-            await conn.execute("TRUNCATE cases, events, updates, outbox, processed, dead_letters, "
-                               "audit, access_tokens, dashboard_logouts RESTART IDENTITY")
+            await conn.execute("TRUNCATE cases, events, updates, intake_updates, outbox, processed, "
+                               "dead_letters, audit, access_tokens, dashboard_logouts RESTART IDENTITY")
             # Every chain starts again from the genesis hash (a test may have removed heads).
             await conn.execute("DELETE FROM audit_heads")
             await conn.execute("INSERT INTO audit_heads (chain, n, hash) "

@@ -1,5 +1,5 @@
 """Kela's update feed: an entry written in the case's transaction (and pushed when Kela has a
-webhook route), and the entry as the feed shows it."""
+webhook route), and the entry as the feed shows it; and the intake feed of an area, the same way."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from broker.cases.context import CaseContext
 from broker.store.ledger import Connection
 from broker.transport.protocol import REPLIES_EXCHANGE, update_routing_key
 
-__all__ = ["dump_update", "update_kela"]
+__all__ = ["INTAKE_FEED_TYPES", "dump_intake_update", "dump_update", "intake_reroute", "update_intake",
+           "update_kela"]
 
 
 async def update_kela(ctx: CaseContext, conn: Connection, *, event_id: str, referral_id: str,
@@ -39,3 +40,35 @@ def dump_update(row: Mapping[str, Any]) -> dict[str, Any]:
     item["cursor"] = str(row["seq"])
     item["event_id"] = row["event_id"]  # the same id a Kela webhook push carries
     return item
+
+
+# What an area's intake feed carries (issue 17 § 4).
+INTAKE_FEED_TYPES = ("answer", "escalation", "rerouted_in", "rerouted_out", "delivered")
+
+
+async def update_intake(ctx: CaseContext, conn: Connection, *, area: str, referral_id: str,
+                        type_: str, at: dt.datetime, data: Mapping[str, Any]) -> None:
+    """An entry in `area`'s intake feed, in the caller's transaction. `data` holds ids, types, areas,
+    times and deadline names only (no personal data, no free text: a purge has nothing to clear).
+    Write it after any entry of Kela's feed in the same transaction (the order of the feed locks)."""
+    assert type_ in INTAKE_FEED_TYPES, type_
+    await ctx.ledger.add_intake_update(conn, area=area, referral_id=referral_id, type_=type_, at=at,
+                                       data=data)
+
+
+def dump_intake_update(row: Mapping[str, Any]) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(row["data"])
+    # The row's own fields are applied last, so stored data can never mask them.
+    return {**data, "cursor": str(row["seq"]), "referral_id": row["referral_id"],
+            "type": row["type"], "at": row["at"].isoformat(), "area": row["area"]}
+
+
+async def intake_reroute(ctx: CaseContext, conn: Connection, referral_id: str,
+                         from_area: str | None, to_area: str, now: dt.datetime) -> None:
+    """A re-routed case in the intake feed: out of the old area, into the new one."""
+    data = {"from_area": from_area, "to_area": to_area}
+    if from_area is not None and from_area != to_area:
+        await update_intake(ctx, conn, area=from_area, referral_id=referral_id,
+                            type_="rerouted_out", at=now, data=data)
+    await update_intake(ctx, conn, area=to_area, referral_id=referral_id, type_="rerouted_in",
+                        at=now, data=data)

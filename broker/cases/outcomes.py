@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from broker.cases.context import CaseContext
-from broker.cases.feed import update_kela
+from broker.cases.feed import update_intake, update_kela
 from broker.cases.results import Observations
 from broker.domain.errors import Conflict, NotFound
 from broker.security import audit
@@ -59,6 +59,10 @@ class Outcomes:
                                    type_="delivered" if event_type == "referral"
                                    else f"{event_type}_delivered",
                                    at=now, area=area, data={"via": via, "message_id": event_id})
+            if event_type == "referral":
+                await update_intake(self._ctx, conn, area=area, referral_id=referral_id,
+                                    type_="delivered", at=now,
+                                    data={"via": via, "message_id": event_id})
             # Last, always: the chain's head is the last lock a transaction takes, so the case-row
             # and feed locks taken before it cannot form a cycle with another transaction.
             await audit.append(conn, DELIVERY_ACTOR, [AuditEntry("delivered", referral_id)], now)

@@ -11,7 +11,7 @@ from typing import Any
 from adapters.municipal.envelope import envelope
 from broker.cases.context import CaseContext
 from broker.cases.facts import milestones, statistics_facts
-from broker.cases.feed import update_kela
+from broker.cases.feed import intake_reroute, update_intake, update_kela
 from broker.cases.hashing import body_hash
 from broker.cases.results import Observations, ReplyResult
 from broker.cases.routing import route_decision, route_to
@@ -82,10 +82,12 @@ class Replies:
             if target is None:
                 raise Conflict(f"a {reply.status.value} reply does not fit a case in state {state.value}")
             values: dict[str, Any] = {"state_changed_at": now}
+            delivered_area: str | None = None
             if state is S.ROUTED:
                 await ctx.ledger.add_event(conn, referral_id=referral_id, type_="delivered", at=now,
                                            area=case.area, data={"via": "reply"})
                 values["delivered_at"] = now
+                delivered_area = case.area
                 obs.delivered_latency_s = (now - case.received_at).total_seconds()
             if case.first_reply_at is None:
                 values["first_reply_at"] = now
@@ -115,6 +117,13 @@ class Replies:
                 await update_kela(ctx, conn, event_id=new_id(), referral_id=referral_id,
                                   sender=case.sender, kela_reference=case.kela_reference,
                                   type_=kind, at=now, data=payload)
+            # The intake feed after Kela's (the order of the feed locks).
+            if delivered_area is not None:
+                await update_intake(ctx, conn, area=delivered_area, referral_id=referral_id,
+                                    type_="delivered", at=now, data={"via": "reply"})
+            if "rerouted" in extra:
+                await intake_reroute(ctx, conn, referral_id, case.area, extra["rerouted"]["to_area"],
+                                      now)
             await audit.append(conn, actor, [AuditEntry("reply_applied", referral_id)], now)
         obs.area = case.area
         ctx.observed("reply", obs)
@@ -212,6 +221,10 @@ class Replies:
                                     exchange=REFERRALS_EXCHANGE,
                                     routing_key=referral_routing_key(case.area, "answer"),
                                     envelope=env, at=now)
+            await update_intake(self._ctx, conn, area=case.area, referral_id=referral_id,
+                                type_="answer", at=now,
+                                data={"answer_id": answer.answer_id, "event_id": event_id,
+                                      "state": S.IN_PROGRESS.value})
             await audit.append(conn, actor, [AuditEntry("answer_applied", referral_id)], now)
         return ReplyResult(created=True, body=result)
 

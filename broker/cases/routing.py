@@ -9,7 +9,7 @@ from typing import Any
 
 from adapters.municipal.envelope import envelope
 from broker.cases.context import CaseContext
-from broker.cases.feed import update_kela
+from broker.cases.feed import intake_reroute, update_kela
 from broker.config.settings import Settings
 from broker.domain.errors import Conflict, InvalidInput, NotFound
 from broker.domain.routing import ALAND_AREA
@@ -104,5 +104,6 @@ class AdminRouting:
                               sender=case.sender, kela_reference=case.kela_reference,
                               type_="rerouted", at=now,
                               data={"area": area, "from_area": case.area, "to_area": area})
+            await intake_reroute(ctx, conn, referral_id, case.area, area, now)
             await audit.append(conn, actor, [AuditEntry("rerouted_by_operator", referral_id)], now)
         return {"referral_id": referral_id, "state": state, "area": area}

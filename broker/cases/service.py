@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from broker.cases.context import CaseContext
-from broker.cases.feed import update_kela
+from broker.cases.feed import update_intake, update_kela
 from broker.cases.intake import Intake
 from broker.cases.outcomes import Outcomes
 from broker.cases.reads import Reads
@@ -66,6 +66,12 @@ class CaseService:
         """An entry in Kela's feed, in the caller's transaction (see `broker.cases.feed`)."""
         await update_kela(self._ctx, conn, event_id=event_id, referral_id=referral_id, sender=sender,
                           kela_reference=kela_reference, type_=type_, at=at, data=data)
+
+    async def update_intake(self, conn: Connection, *, area: str, referral_id: str, type_: str,
+                            at: dt.datetime, data: Mapping[str, Any]) -> None:
+        """An entry in `area`'s intake feed, in the caller's transaction (see `broker.cases.feed`)."""
+        await update_intake(self._ctx, conn, area=area, referral_id=referral_id, type_=type_, at=at,
+                            data=data)
 
     # --- inputs ---------------------------------------------------------------------------------
 

@@ -49,6 +49,12 @@ _NULLABLE_STRING: Schema = {"type": ["string", "null"]}
 _CURSOR: Schema = {"type": "string", "description": "Opaque, URL-safe cursor."}
 
 
+_DEADLINES: Schema = {"type": "array", "items": {
+    "type": "object", "required": ["name", "due_at"],
+    "properties": {"name": {"type": "string"}, "due_at": {"type": "string", "format": "date-time"}},
+}}
+
+
 def _page(items: Schema, *, next_nullable: bool) -> Schema:
     return {
         "type": "object",
@@ -127,21 +133,48 @@ def _response_schemas() -> dict[str, Schema]:
                     "type": "object", "required": ["type", "at"],
                     "properties": {"type": {"type": "string"}, "at": {"type": "string"}},
                 }},
-                "deadlines": {"type": "array", "items": {
-                    "type": "object", "required": ["name", "due_at"],
-                    "properties": {"name": {"type": "string"},
-                                   "due_at": {"type": "string", "format": "date-time"}},
-                }},
+                "deadlines": _DEADLINES,
                 "unroutable_reason": _NULLABLE_STRING,
             },
         },
         "InboxItem": {
             "allOf": [_ref("CaseSummary")],
             "type": "object",
-            "required": ["referral"],
-            "properties": {"referral": {"type": "object"}},
+            "required": ["referral", "deadlines", "latest_event"],
+            "properties": {
+                "referral": {"type": "object"},
+                "deadlines": _DEADLINES,
+                "latest_event": {
+                    "type": ["object", "null"], "required": ["type", "at"],
+                    "description": "The case's latest event (inbox reads left out).",
+                    "properties": {"type": {"type": "string"},
+                                   "at": {"type": "string", "format": "date-time"}},
+                },
+            },
         },
         "InboxPage": _page(_ref("InboxItem"), next_nullable=True),
+        "IntakeUpdate": {
+            "type": "object",
+            "required": ["cursor", "referral_id", "type", "at", "area"],
+            "properties": {
+                "cursor": _CURSOR,
+                "referral_id": {"type": "string"},
+                "type": {"type": "string", "enum": ["answer", "escalation", "rerouted_in",
+                                                    "rerouted_out", "delivered"]},
+                "at": {"type": "string", "format": "date-time"},
+                "area": {"type": "string", "description": "The reading token's area."},
+                "answer_id": {"type": "string"},
+                "event_id": {"type": "string"},
+                "state": {"type": "string"},
+                "deadline": {"type": "string"},
+                "due_at": {"type": "string", "format": "date-time"},
+                "from_area": _NULLABLE_STRING,
+                "to_area": {"type": "string"},
+                "via": {"type": "string"},
+                "message_id": {"type": "string"},
+            },
+        },
+        "IntakeUpdatesPage": _page(_ref("IntakeUpdate"), next_nullable=False),
         "Update": {
             "type": "object",
             "required": ["cursor", "referral_id", "kela_reference", "type"],
@@ -348,6 +381,18 @@ def _paths() -> dict[str, Schema]:
             ],
             responses={"200": _json_response("A page; `next` is null on the last page.", "InboxPage"),
                        "422": _VALIDATION})},
+        "/v1/intake/updates": {"get": _op(
+            "get_intake_updates", "The intake feed of the token's own area (intake).",
+            tags=["intake"],
+            description="Kela's answers to information requests (`answer`), escalations of the SLA "
+                        "clock (`escalation`), re-routings out of and into the area "
+                        "(`rerouted_out`, `rerouted_in`) and deliveries of referrals (`delivered`). "
+                        "Ids, types, areas, times and deadline names only; the case itself is "
+                        "`GET /v1/referrals/{id}`. Cursors work as in `/v1/updates`. Kela and "
+                        "admin tokens get 403.",
+            parameters=[_AFTER, _LIMIT],
+            responses={"200": _json_response("A page; `next` is always the cursor to resume from.",
+                                             "IntakeUpdatesPage"), "422": _VALIDATION})},
         "/v1/referrals/{referral_id}/replies": {"post": _op(
             "post_reply", "Reply to a referral (intake of the case's current area).",
             tags=["intake"], parameters=[_REFERRAL_ID], requestBody=_json_body("Reply"),

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.kela.notices_json import MalformedBody, load_json
 from adapters.kela.notices_xml import NoticeBatchError, notices_xsd, parse_notices, xml_loc
-from broker.cases import body_hash, dump_update
+from broker.cases import body_hash, dump_intake_update, dump_update
 from broker.domain.deadlines import compute_deadlines
 from broker.domain.errors import (
     Conflict,
@@ -249,13 +249,14 @@ async def get_referral(request: web.Request) -> web.Response:
     if found is None:
         raise NotFound("no such referral")
     case = found[0]
-    deadlines = [
-        {"name": d.name, "due_at": d.due_at.isoformat()}
-        for d in compute_deadlines(case.received_at, case.kind, case.urgency, svc.settings.sla)
-    ]
     body = {**case_summary(case), "referral": case.referral(), "events": found[1],
-            "deadlines": deadlines, "unroutable_reason": case.unroutable_reason}
+            "deadlines": _deadlines(svc, case), "unroutable_reason": case.unroutable_reason}
     return _json(body)
+
+
+def _deadlines(svc: Services, case: CaseRow) -> list[dict[str, str]]:
+    return [{"name": d.name, "due_at": d.due_at.isoformat()}
+            for d in compute_deadlines(case.received_at, case.kind, case.urgency, svc.settings.sla)]
 
 
 # --- municipal intake -----------------------------------------------------------------------------
@@ -278,8 +279,29 @@ async def get_inbox(request: web.Request) -> web.Response:
     page, more = rows[:limit], len(rows) > limit
     await svc.cases.record_fetch([c.referral_id for c in page], area=principal.area,
                                  actor=_actor(request, principal))
-    items = [{**case_summary(c), "referral": c.referral()} for c in page]
+    latest = await svc.ledger.latest_events([c.referral_id for c in page])
+    items = [{**case_summary(c), "referral": c.referral(),
+              "deadlines": _deadlines(svc, c), "latest_event": latest.get(c.referral_id)}
+             for c in page]
     return _json({"items": items, "next": encode_cursor("i", page[-1].pk) if more else None})
+
+
+@routes.get("/v1/intake/updates", name="get_intake_updates")
+async def get_intake_updates(request: web.Request) -> web.Response:
+    """The area's intake feed: the cursor rules of `/v1/updates` (`next` is always the cursor to
+    resume from; an empty page means caught up). Intake tokens only, their own area."""
+    svc = _svc(request)
+    principal = await _principal(request, "intake")
+    assert principal.area is not None
+    after = decode_cursor("n", request.query.get("after"))
+    rows = await svc.ledger.intake_feed(principal.area, after, _limit(request))
+    await svc.cases.record_reads(_actor(request, principal), "intake_feed_read",
+                                 [r["referral_id"] for r in rows])
+    items = [dump_intake_update(r) for r in rows]
+    for item in items:
+        item["cursor"] = encode_cursor("n", int(item["cursor"]))
+    last = int(rows[-1]["seq"]) if rows else after
+    return _json({"items": items, "next": encode_cursor("n", last)})
 
 
 @routes.post("/v1/referrals/{referral_id}/replies", name="post_reply")

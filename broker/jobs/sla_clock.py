@@ -72,6 +72,10 @@ class SlaClock:
                                           sender=case.sender,
                                           kela_reference=case.kela_reference, type_="escalation",
                                           at=now, data={"area": case.area, **data})
+            if case.area is not None:
+                await self._cases.update_intake(conn, area=case.area, referral_id=referral_id,
+                                                type_="escalation", at=now,
+                                                data={"event_id": event_id, **data})
             if case.area is not None and self._cases.settings.route_for(case.area) is not None:
                 # The intake hears of it too, as an event with its own id (the feed entry has one).
                 intake_event = await self._ledger.add_event(

@@ -34,6 +34,7 @@ from broker.store.tables import (
     dashboard_logouts,
     dead_letters,
     events,
+    intake_updates,
     outbox,
     processed,
     service_keys,
@@ -49,6 +50,9 @@ Engine = AsyncEngine
 # A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
 # in order (no reader can page past a sequence number that commits later).
 _FEED_LOCK = 0x6B656C61
+# The same for the intake feed (`intake_updates.seq`). A transaction that writes both takes Kela's
+# first (the order of every lock: case row, Kela's feed, the intake feed, the audit chain's head).
+_INTAKE_FEED_LOCK = 0x6B656C63
 _MIGRATION_LOCK = 0x6B656C62
 
 
@@ -252,6 +256,10 @@ class Ledger:
         if self.is_postgres:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
 
+    async def lock_intake_feed(self, conn: AsyncConnection) -> None:
+        if self.is_postgres:
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _INTAKE_FEED_LOCK})
+
     @staticmethod
     async def case_by_id(conn: AsyncConnection, referral_id: str, *, for_update: bool = False,
                          ) -> CaseRow | None:
@@ -319,6 +327,13 @@ class Ledger:
             event_id=event_id, referral_id=referral_id, sender=sender, kela_reference=kela_reference,
             type=type_, at=at, data=dumps(dict(data)),
         ))
+
+    async def add_intake_update(self, conn: AsyncConnection, *, area: str, referral_id: str,
+                                type_: str, at: dt.datetime, data: Mapping[str, Any]) -> None:
+        """An entry in `area`'s intake feed; serialised like Kela's feed, so `seq` commits in order."""
+        await self.lock_intake_feed(conn)
+        await conn.execute(intake_updates.insert().values(
+            area=area, referral_id=referral_id, type=type_, at=at, data=dumps(dict(data))))
 
     @staticmethod
     async def set_case(conn: AsyncConnection, pk: int, expected_state: str | None,
@@ -402,6 +417,29 @@ class Ledger:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query.order_by(updates.c.seq).limit(limit))).mappings().all()
         return [dict(r) for r in rows]
+
+    async def intake_feed(self, area: str, after: int, limit: int) -> list[dict[str, Any]]:
+        """`area`'s intake feed after `after` (one range of ix_intake_updates_area_seq)."""
+        query = (sa.select(intake_updates)
+                 .where(intake_updates.c.area == area, intake_updates.c.seq > after)
+                 .order_by(intake_updates.c.seq).limit(limit))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [dict(r) for r in rows]
+
+    async def latest_events(self, referral_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The latest event (`type`, `at`) of each of these cases, inbox reads left out."""
+        if not referral_ids:
+            return {}
+        # `fetched` (an inbox read, written as the page is read) is a read, not news of the case.
+        last = (sa.select(sa.func.max(events.c.seq))
+                .where(events.c.referral_id.in_(list(referral_ids)), events.c.type != "fetched")
+                .group_by(events.c.referral_id))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                sa.select(events.c.referral_id, events.c.type, events.c.at)
+                .where(events.c.seq.in_(last)))).mappings().all()
+        return {r["referral_id"]: {"type": r["type"], "at": r["at"].isoformat()} for r in rows}
 
     async def list_dead_letters(self, after: int, limit: int, *, include_replayed: bool = False,
                                 ) -> list[dict[str, Any]]:

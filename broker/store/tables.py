@@ -29,7 +29,8 @@ from broker.domain.deadlines import DEADLINES
 
 __all__ = [
     "DEADLINE_COLUMNS", "access_tokens", "audit", "audit_heads", "cases", "dashboard_logouts",
-    "dead_letters", "events", "metadata", "outbox", "processed", "service_keys", "updates",
+    "dead_letters", "events", "intake_updates", "metadata", "outbox", "processed", "service_keys",
+    "updates",
 ]
 
 metadata = MetaData(
@@ -188,6 +189,21 @@ updates = Table(
     Column("data", Text, nullable=False),
     Index("ix_updates_referral", "referral_id"),
     Index("ix_updates_sender_seq", "sender", "seq"),
+)
+
+# The intake feed (issue 17 § 4): what an area hears of its cases, written in the transaction of the
+# change (an answer, an escalation, a re-route into or out of the area, a delivery). `data` holds ids,
+# types, areas, times and deadline names only: no personal data and no free text, so a retention
+# purge has nothing to rewrite here. An area pages its entries by (area, seq), one index range.
+intake_updates = Table(
+    "intake_updates", metadata,
+    Column("seq", PK, primary_key=True, autoincrement=True),
+    Column("area", String(8), nullable=False),
+    Column("referral_id", String(36), nullable=False),
+    Column("type", String(32), nullable=False),
+    Column("at", TS, nullable=False),
+    Column("data", Text, nullable=False),
+    Index("ix_intake_updates_area_seq", "area", "seq"),
 )
 
 outbox = Table(
