@@ -67,6 +67,9 @@ async def intake_reroute(ctx: CaseContext, conn: Connection, referral_id: str,
                          from_area: str | None, to_area: str, now: dt.datetime) -> None:
     """A re-routed case in the intake feed: out of the old area, into the new one."""
     data = {"from_area": from_area, "to_area": to_area}
+    # Both areas' feed locks first, in area order: two re-routes in opposite directions at once
+    # must not take them crosswise.
+    await ctx.ledger.lock_intake_feed(conn, *(a for a in (from_area, to_area) if a is not None))
     if from_area is not None and from_area != to_area:
         await update_intake(ctx, conn, area=from_area, referral_id=referral_id,
                             type_="rerouted_out", at=now, data=data)

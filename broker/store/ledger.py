@@ -50,11 +50,17 @@ Engine = AsyncEngine
 # A fixed key for pg_advisory_xact_lock: serialises writers of Kela's feed so `updates.seq` commits
 # in order (no reader can page past a sequence number that commits later).
 _FEED_LOCK = 0x6B656C61
-# The same for the intake feed (`intake_updates.seq`). A transaction that writes both takes Kela's
-# first (the order of every lock: case row, Kela's feed, the intake feed, the audit chain's head).
+# The same for the intake feed (`intake_updates.seq`), one lock per area: an intake pages its own
+# area, so only writers of one area need to commit in `seq` order, and deliveries to different areas
+# do not queue on one lock. A transaction that writes both feeds takes Kela's first, and one that
+# writes two areas takes them in area order (`lock_intake_feed(conn, *areas)`); the order of every
+# lock: case row, Kela's feed, the intake feeds, the audit chain's head.
 _INTAKE_FEED_LOCK = 0x6B656C63
 _MIGRATION_LOCK = 0x6B656C62
 
+
+# Two-key advisory lock: the feed's class, and the area hashed into the 32-bit object id.
+_LOCK_INTAKE_FEED = sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:area))")
 
 # The hot statements are built once and executed with parameters: building `.values(...)` and
 # `.where(col == value)` anew for every call, and hashing them into a cache key, cost more CPU than
@@ -256,9 +262,11 @@ class Ledger:
         if self.is_postgres:
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _FEED_LOCK})
 
-    async def lock_intake_feed(self, conn: AsyncConnection) -> None:
+    async def lock_intake_feed(self, conn: AsyncConnection, *areas: str) -> None:
+        """The intake feed locks of `areas`, in area order (re-entrant within a transaction)."""
         if self.is_postgres:
-            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _INTAKE_FEED_LOCK})
+            for area in sorted(set(areas)):
+                await conn.execute(_LOCK_INTAKE_FEED, {"k": _INTAKE_FEED_LOCK, "area": area})
 
     @staticmethod
     async def case_by_id(conn: AsyncConnection, referral_id: str, *, for_update: bool = False,
@@ -331,7 +339,7 @@ class Ledger:
     async def add_intake_update(self, conn: AsyncConnection, *, area: str, referral_id: str,
                                 type_: str, at: dt.datetime, data: Mapping[str, Any]) -> None:
         """An entry in `area`'s intake feed; serialised like Kela's feed, so `seq` commits in order."""
-        await self.lock_intake_feed(conn)
+        await self.lock_intake_feed(conn, area)
         await conn.execute(intake_updates.insert().values(
             area=area, referral_id=referral_id, type=type_, at=at, data=dumps(dict(data))))
 
