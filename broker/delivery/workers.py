@@ -24,7 +24,7 @@ from broker.cases.service import CaseService
 from broker.config.settings import DeliverySettings, Route, Settings
 from broker.delivery.filedrop import write_atomically
 from broker.observability.metrics import Metrics
-from broker.resilience.failures import is_unavailable, unavailable_reason
+from broker.resilience.failures import UNAVAILABLE_MAX_DELAY_S, is_unavailable, unavailable_reason
 from broker.store.ledger import Ledger, utcnow
 from broker.transport.protocol import (
     H_CREATED_AT,
@@ -120,7 +120,8 @@ class _Worker:
         delay = backoff_s(msg.attempt, self.settings.delivery)
         log.warning("delivery_record_deferred", reason=unavailable_reason(exc),
                     retry_in_s=round(delay, 2))
-        return Retry(min(delay, 30.0), unavailable_reason(exc), headers={H_RECEIVER_HAS_IT: via})
+        return Retry(min(delay, UNAVAILABLE_MAX_DELAY_S), unavailable_reason(exc),
+                     headers={H_RECEIVER_HAS_IT: via})
 
     async def _settle(self, msg: InboundMessage, env: dict[str, Any], outcome: DeliveryOutcome,
                       area: str | None) -> Disposition:

@@ -25,9 +25,10 @@ import structlog
 from broker.config.settings import ReconcileSettings
 from broker.jobs.periodic import run_periodically
 from broker.observability.metrics import Metrics
+from broker.outbox.relay import publish_rows
 from broker.store.ledger import Ledger, utcnow
 from broker.store.outbox import SentOutbox
-from broker.transport.protocol import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
+from broker.transport.protocol import Transport
 
 __all__ = ["CONSUMERS", "ReconciliationSweep", "SweepResult"]
 
@@ -70,22 +71,14 @@ class ReconciliationSweep:
             lost = [r for r in rows if not r.settled]
             if done:
                 await self._rows.retire(conn, done, now)
-            confirmed: list[int] = []
+            confirmed, failed = await publish_rows(self._transport, lost) if lost else ([], [])
+            if failed:
+                log.warning("reconcile_publish_unconfirmed", count=len(failed))
+            republished = set(confirmed)
             for r in lost:
-                message = OutboundMessage(
-                    event_id=r.event_id, exchange=r.exchange, routing_key=r.routing_key,
-                    body=r.body.encode(),
-                    # The give-up clock keeps running from the row's creation.
-                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r.created_at.timestamp())})
-                try:
-                    await self._transport.publish(message)
-                except PublishError as exc:
-                    log.warning("reconcile_publish_unconfirmed", event_id=r.event_id,
-                                error=str(exc))
-                    continue
-                confirmed.append(r.id)
-                log.warning("reconcile_republished", event_id=r.event_id,
-                            referral_id=_referral_of(r.routing_key, r.body))
+                if r.id in republished:
+                    log.warning("reconcile_republished", event_id=r.event_id,
+                                referral_id=_referral_of(r.routing_key, r.body))
             if confirmed:
                 await self._rows.mark_republished(conn, confirmed, now)
         result = SweepResult(examined=len(rows), settled=len(done), republished=len(confirmed),

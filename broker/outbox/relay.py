@@ -7,15 +7,16 @@ processes relay at once without double publishing: each claims its rows with FOR
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import structlog
 
 from broker.config.settings import RelaySettings
 from broker.store.ledger import Ledger, utcnow
-from broker.store.outbox import PendingOutbox
+from broker.store.outbox import OutboxRow, PendingOutbox
 from broker.transport.protocol import H_ATTEMPT, H_CREATED_AT, OutboundMessage, PublishError, Transport
 
-__all__ = ["OutboxRelay"]
+__all__ = ["OutboxRelay", "publish_rows"]
 
 log = structlog.get_logger(__name__)
 
@@ -59,18 +60,7 @@ class OutboxRelay:
             rows = await self._rows.claim(conn)
             if not rows:
                 return 0
-            messages = [
-                OutboundMessage(
-                    event_id=r.event_id, exchange=r.exchange, routing_key=r.routing_key,
-                    body=r.body.encode(),
-                    headers={H_ATTEMPT: 1, H_CREATED_AT: int(r.created_at.timestamp())},
-                )
-                for r in rows
-            ]
-            results = await asyncio.gather(*(self._transport.publish(m) for m in messages),
-                                           return_exceptions=True)
-            confirmed = [r.id for r, res in zip(rows, results, strict=True) if res is None]
-            failed = [res for res in results if res is not None]
+            confirmed, failed = await publish_rows(self._transport, rows)
             if confirmed:
                 await self._rows.mark_sent(conn, confirmed, utcnow())
         if failed:
@@ -81,3 +71,19 @@ class OutboxRelay:
                     unexpected[0], Exception):
                 raise unexpected[0]
         return len(confirmed)
+
+
+async def publish_rows(transport: Transport, rows: Sequence[OutboxRow],
+                       ) -> tuple[list[int], list[BaseException]]:
+    """Publish outbox rows at once (one confirm round trip for the batch, not one per row), each
+    as the message its event is: `message_id` = event id, attempt 1, and the row's creation time,
+    from which the give-up clock runs. Returns the ids of the confirmed rows and the failures."""
+    messages = [
+        OutboundMessage(event_id=r.event_id, exchange=r.exchange, routing_key=r.routing_key,
+                        body=r.body.encode(),
+                        headers={H_ATTEMPT: 1, H_CREATED_AT: int(r.created_at.timestamp())})
+        for r in rows
+    ]
+    results = await asyncio.gather(*(transport.publish(m) for m in messages), return_exceptions=True)
+    confirmed = [r.id for r, res in zip(rows, results, strict=True) if res is None]
+    return confirmed, [res for res in results if res is not None]

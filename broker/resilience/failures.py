@@ -17,9 +17,14 @@ from typing import Literal
 
 import sqlalchemy.exc as sa_exc
 
-__all__ = ["FailureKind", "classify", "is_unavailable", "unavailable_reason"]
+__all__ = ["UNAVAILABLE_MAX_DELAY_S", "FailureKind", "classify", "is_unavailable",
+           "unavailable_reason"]
 
 FailureKind = Literal["unavailable", "poison"]
+
+# The longest wait between tries while a store or broker is away: outages seen in practice (a
+# restart, a failover) last seconds to a minute, and a recovered service should be used soon.
+UNAVAILABLE_MAX_DELAY_S = 30.0
 
 # SQLSTATE classes and codes that say "the database could not do it now", not "the request is wrong".
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58")  # connection, resources, operator, system

@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 
-from broker.resilience.failures import is_unavailable, unavailable_reason
+from broker.resilience.failures import UNAVAILABLE_MAX_DELAY_S, is_unavailable, unavailable_reason
 from broker.runtime.services import Services
 from broker.transport.protocol import DEAD_LETTER_QUEUE, KELA_UPDATES_QUEUE, Handler, intake_queue
 
@@ -71,7 +71,7 @@ class Supervisor:
         return jobs
 
     async def _connect_transport(self) -> None:
-        """Until the broker answers: try to connect, backing off from 1 s to 30 s."""
+        """Until the broker answers: try to connect, backing off from 1 s to UNAVAILABLE_MAX_DELAY_S."""
         svc = self.services
         delay = 1.0
         while True:
@@ -83,7 +83,7 @@ class Supervisor:
                     raise
                 log.info("transport_still_unavailable", reason=unavailable_reason(exc),
                          retry_in_s=delay)
-                delay = min(30.0, delay * 2)
+                delay = min(UNAVAILABLE_MAX_DELAY_S, delay * 2)
                 continue
             self._transport_up.set()
             svc.relay.notify()  # publish what the outbox absorbed meanwhile

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from broker.resilience.failures import is_unavailable, unavailable_reason
+from broker.resilience.failures import UNAVAILABLE_MAX_DELAY_S, is_unavailable, unavailable_reason
 
 __all__ = [
     "DEAD_LETTER_EXCHANGE", "DEAD_LETTER_QUEUE", "H_FAULTS", "H_RECEIVER_HAS_IT",
@@ -135,7 +135,7 @@ def disposition_for_error(
     delivery_limit: int,
     retry_delay_s: float,
     give_up_after_s: float = 24 * 3600.0,
-    max_unavailable_delay_s: float = 30.0,
+    max_unavailable_delay_s: float = UNAVAILABLE_MAX_DELAY_S,
     now: float | None = None,
 ) -> Disposition:
     """The one policy for a handler that raised, shared by every transport.

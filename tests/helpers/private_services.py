@@ -229,7 +229,10 @@ class PrivateRabbitMQ:
             return None
 
     async def rabbitmqctl(self, *args: str, timeout: float = 60) -> str:
-        """`rabbitmqctl -q -n <this node> *args`; returns stdout, raises RuntimeError on failure."""
+        """`rabbitmqctl -q -n <this node> *args`; returns stdout, raises RuntimeError on failure.
+        Only ever this test's own node (`handoff-<hex>@localhost`, its own cookie), never the
+        machine's shared broker."""
+        assert self.node.startswith("handoff-"), self.node
         proc = await asyncio.create_subprocess_exec(
             str(self.bin_dir / "rabbitmqctl"), "-q", "-n", self.node, *args, env=self._env(),
             cwd=self.dir, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -281,7 +284,7 @@ class PrivateRabbitMQ:
         return self
 
     async def stop(self, timeout: float = 60) -> None:
-        """A graceful stop of the whole node (`rabbitmqctl stop`); the data stays for `start()`."""
+        """A graceful stop of this private node only; its data directory stays for `start()`."""
         if not self.running:
             return
         assert self._proc is not None

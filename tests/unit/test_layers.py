@@ -19,6 +19,15 @@ def _lint(cwd: Path) -> subprocess.CompletedProcess[str]:
                           env={"PYTHONPATH": str(cwd), "PATH": "/usr/bin:/bin"})
 
 
+def _copy_with(tmp_path: Path, module: str, line: str) -> None:
+    """A copy of broker/ and the contracts in `tmp_path`, with `line` added to `module`."""
+    shutil.copytree(ROOT / "broker", tmp_path / "broker",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    path = tmp_path / "broker" / module
+    path.write_text(path.read_text("utf-8") + f"\n{line}\n", "utf-8")
+
+
 def test_the_layers_contract_is_kept() -> None:
     result = _lint(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -27,11 +36,7 @@ def test_the_layers_contract_is_kept() -> None:
 
 
 def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "broker", tmp_path / "broker",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    routes = tmp_path / "broker" / "http" / "routes.py"
-    routes.write_text(routes.read_text("utf-8") + "\nimport broker.dashboard.views  # upward\n", "utf-8")
+    _copy_with(tmp_path, "http/routes.py", "import broker.dashboard.views  # upward")
     result = _lint(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "broker layers BROKEN" in result.stdout
@@ -39,12 +44,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path: Path) -> None:
 
 
 def test_sql_outside_the_store_breaks_the_contract(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "broker", tmp_path / "broker",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
-    replies = tmp_path / "broker" / "cases" / "replies.py"
-    replies.write_text(replies.read_text("utf-8") + "\nimport sqlalchemy  # SQL in the case logic\n",
-                       "utf-8")
+    _copy_with(tmp_path, "cases/replies.py", "import sqlalchemy  # SQL in the case logic")
     result = _lint(tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "SQL only in broker.store BROKEN" in result.stdout

@@ -50,6 +50,8 @@ class WebhookReceiver:
     bad_signatures: int = field(default=0, init=False)
     bad_event_ids: int = field(default=0, init=False)
     """Requests whose event-id header differs from the envelope's `event_id`."""
+    attempts: list[str] = field(default_factory=list, init=False)
+    """The event id of every signed request, whatever it was answered (retries included)."""
     by_event: Counter[str] = field(default_factory=Counter, init=False)
     """Accepted (2xx) deliveries per event id."""
     envelopes: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
@@ -81,6 +83,7 @@ class WebhookReceiver:
         if request.headers.get(EVENT_ID_HEADER) != env.get("event_id"):
             self.bad_event_ids += 1
             return web.Response(status=400)
+        self.attempts.append(str(env.get("event_id")))
         answer = self.behaviour(n)
         if self.gate is not None:
             await self.gate.wait()
